@@ -1,0 +1,3 @@
+"""gen_synth: pixel-synthesis GANs (CREPS, PixelFolder, CIPS) in JAX/Flax."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,107 @@
+"""Helpers for ml_collections config files (big_vision `configs/common.py` style)."""
+
+import ml_collections
+
+
+def parse_arg(arg, lazy=False, **spec):
+  """Parses 'res=256,tiny' style config arguments into a ConfigDict.
+
+  Every key must be in `spec` (name -> default); a bare word sets a bool to True.
+  A bare word that is not a bool key is taken as the value of the first key
+  (so `:tiny` works with `preset` first). Values are cast to the default's type.
+  """
+  out = ml_collections.ConfigDict(dict(spec))
+  if not arg:
+    return out
+  first = next(iter(spec))
+  for item in arg.split(","):
+    if not item:
+      continue
+    if "=" in item:
+      key, value = item.split("=", 1)
+    elif isinstance(spec.get(item), bool):
+      key, value = item, "True"
+    else:
+      key, value = first, item
+    if key not in spec:
+      if lazy:
+        continue
+      raise ValueError(f"unknown config argument {key!r}; known: {sorted(spec)}")
+    default = spec[key]
+    if isinstance(default, bool):
+      out[key] = value.lower() in ("1", "true", "yes")
+    elif default is None:
+      out[key] = value
+    else:
+      out[key] = type(default)(value)
+  return out
+
+
+def training_defaults(resolution: int) -> ml_collections.ConfigDict:
+  """The official StyleGAN2/CREPS training recipe (`train.py --cfg=creps`).
+
+  Sources: VinAIResearch/CREPS `train.py` and `training/training_loop.py`.
+  Model configs override what their own papers changed.
+  """
+  c = ml_collections.ConfigDict()
+  c.seed = 0
+  c.batch_size = 32                # train.py --batch (global)
+  c.total_kimg = 25000             # train.py --kimg default
+  c.g_lr = 0.002                   # --glr default for creps
+  c.d_lr = 0.002                   # --dlr
+  c.adam_b1 = 0.0                  # training_loop: betas (0, 0.99), eps 1e-8
+  c.adam_b2 = 0.99
+  c.adam_eps = 1e-8
+  c.r1_gamma = 2.0 * (resolution / 256) ** 2   # required --gamma; docs' rule of thumb
+  c.r1_interval = 16               # D_reg_interval
+  c.pl_weight = 2.0                # StyleGAN2Loss pl_weight
+  c.pl_decay = 0.01
+  c.pl_batch_shrink = 2
+  c.pl_interval = 4                # G_reg_interval
+  c.style_mixing_prob = 0.0        # CREPS turns style mixing off
+  c.ema_kimg = c.batch_size * 10 / 32   # ema_kimg = batch * 10 / 32
+  c.ema_rampup = 0.05
+  c.xflip = True                   # --mirror=1 in the authors' examples
+  c.compute_dtype = "float32"      # 'bfloat16' for TPU/GPU compute, params stay f32
+  c.fsdp = False                   # shard params over the data axis instead of replicating
+  return c
+
+
+def discriminator_defaults(resolution: int) -> ml_collections.ConfigDict:
+  """StyleGAN2 residual D as CREPS trains it: cbase 32768, cmax 512 (not doubled)."""
+  return ml_collections.ConfigDict(dict(
+      resolution=resolution, channel_base=32768, channel_max=512,
+      mbstd_group_size=4, mbstd_num_channels=1, conv_clamp=256.0))
+
+
+def base_config(resolution: int) -> ml_collections.ConfigDict:
+  """Everything but the model's own fields, shared by every config file."""
+  config = ml_collections.ConfigDict()
+  config.model = ml_collections.ConfigDict(dict(dtype="float32"))
+  config.discriminator = discriminator_defaults(resolution)
+  config.train = training_defaults(resolution)
+  config.data = ml_collections.ConfigDict(dict(
+      name="ffhq", data_dir=None, source=None, resolution=resolution, split="train"))
+  config.log_every_steps = 50
+  config.sample_every_steps = 1000
+  config.checkpoint_every_steps = 1000
+  config.keep_checkpoints = 3
+  config.num_sample_images = 16
+  config.init_from = None           # workdir or checkpoint dir to start from
+  return config
+
+
+def tiny_training(config: ml_collections.ConfigDict) -> None:
+  """Shrinks D, batch and cadences for tests and the CPU demo (in place)."""
+  d = config.discriminator
+  d.channel_base = 512
+  d.channel_max = 64
+  t = config.train
+  t.batch_size = 8
+  t.total_kimg = 2
+  t.ema_kimg = t.batch_size * 10 / 32
+  config.data.name = "demo_photos"
+  config.log_every_steps = 10
+  config.sample_every_steps = 100
+  config.checkpoint_every_steps = 100
+  config.num_sample_images = 8

@@ -1,0 +1,38 @@
+"""Model zoo: a name -> generator registry built from `config.model`."""
+
+import jax.numpy as jnp
+import ml_collections
+
+from gen_synth.models import creps
+
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+
+
+def _creps(cfg, **kw):
+  return creps.CREPS(**kw)
+
+
+def _creps_nb(cfg, **kw):
+  return creps.CREPS(biline=False, **kw)
+
+
+GENERATORS = {
+    "creps": _creps,
+    "creps_nb": _creps_nb,
+}
+
+
+def register(name, builder):
+  GENERATORS[name] = builder
+
+
+def build_generator(model_config: ml_collections.ConfigDict, dtype=None):
+  """Builds the Flax generator named `model_config.name` with its other fields."""
+  kwargs = dict(model_config)
+  name = kwargs.pop("name")
+  dtype = dtype or kwargs.pop("dtype", "float32")
+  kwargs.pop("dtype", None)
+  if name not in GENERATORS:
+    raise ValueError(f"unknown model {name!r}; known: {sorted(GENERATORS)}")
+  return GENERATORS[name](model_config, dtype=DTYPES[dtype] if isinstance(dtype, str) else dtype,
+                          **kwargs)

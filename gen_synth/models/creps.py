@@ -1,0 +1,207 @@
+"""CREPS: Column-Row Entangled Pixel Synthesis (Thanh Tran et al., CVPR 2023).
+
+Structure of the official `train.py --cfg=creps` generator (see
+../shared/reference/official_architecture_facts.md), channels-last:
+
+  z -> mapping -> ws [B, num_ws, w_dim], num_ws = 2 * n_blocks + 1
+  rows [H], cols [W] -> Fourier line inputs [B, H | W, rank, C]
+  blocks b4 .. bR (modulated FCs applied to every line position); from b8 on
+  each block's to-bi-line output [B, n, rank, 32] is accumulated, and after
+  every block the accumulated row and column lines are composed into a 2-D
+  feature map (the thick bi-line einsum):  F[b,h,w,c] = 0.5 sum_r X[b,h,r,c] Y[b,w,r,c]
+  fusion: E_8 = F_8, E_l = decoder_l(E_{l-1}) + F_l, E = decoder_last(E_R)
+  rgb = decoder_img(E) + refine0(E).rgb + refine1(...).rgb      -> [B, H, W, 3]
+
+Every block works at the output resolution; the block names only select the
+width C(b) = min(channel_base / b, channel_max). Rows and columns never
+interact before the composition, so a crop or a tile needs only its own rows
+and columns (`line_features` + `compose`).
+
+`biline=False` gives CREPS-NB, the paper's Table 4 ablation: the same blocks
+and widths applied per pixel to a dense 2-D Fourier input, the to-32-channel
+outputs accumulated as a 2-D map, no composition and no decoders, then the
+same to-image and refinement layers.
+
+Left out on purpose (built but never run by the official code): b4's
+to-bi-line layer and `decoder_8`, 578,880 parameters at every resolution.
+"""
+
+from typing import Optional, Sequence
+
+import flax.linen as nn
+import jax.numpy as jnp
+import numpy as np
+
+from gen_synth.models import coords as coords_lib
+from gen_synth.models import embeddings
+from gen_synth.models import layers
+from gen_synth.models import mapping
+
+
+class SynthesisBlock(nn.Module):
+  """fc0 (optional), fc1 and to-bi-line (optional): [B, ..., C_in] -> ([B, ..., C], [B, ..., out] | None)."""
+  channels: int
+  out_channels: int = 32
+  has_fc0: bool = True
+  has_tores: bool = True
+  clamp: Optional[float] = 256.0
+  dtype: layers.Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x, w_fc0, w_fc1, w_tores):
+    dense = lambda n, **kw: layers.ModulatedDense(n, clamp=self.clamp,
+                                                  dtype=self.dtype, name=kw.pop("name"), **kw)
+    if self.has_fc0:
+      x = dense(self.channels, name="fc0")(x, w_fc0)
+    x = dense(self.channels, name="fc1")(x, w_fc1)
+    y = None
+    if self.has_tores:
+      y = dense(self.out_channels, demodulate=False, activation="linear",
+                name="tores")(x, w_tores)
+    return x, y
+
+
+class CREPS(nn.Module):
+  """CREPS / CREPS-NB generator. See the module docstring."""
+  resolution: int = 256
+  z_dim: int = 512
+  w_dim: int = 512
+  mapping_layers: int = 8
+  channel_base: int = 65536
+  channel_max: int = 1024
+  rank: int = 8
+  biline_channels: int = 32
+  bandwidth: float = 10.0
+  fc_clamp: Optional[float] = 256.0
+  decoder_widths: Sequence[int] = (64, 128, 64, 32)
+  refine_channels: Sequence[int] = (128, 64)
+  biline: bool = True
+  coord_convention: str = "linspace"
+  dtype: layers.Dtype = jnp.float32
+
+  # Any pixel depends only on its own (row, column) coordinates.
+  pixel_independent = True
+  coord_range = (0.0, 1.0)
+
+  @property
+  def block_resolutions(self):
+    return [2 ** i for i in range(2, int(np.log2(self.resolution)) + 1)]
+
+  @property
+  def num_ws(self):
+    return 2 * len(self.block_resolutions) + 1
+
+  def block_channels(self, res):
+    return min(self.channel_base // res, self.channel_max)
+
+  def setup(self):
+    if self.resolution < 8 or self.resolution & (self.resolution - 1):
+      raise ValueError(f"CREPS resolution must be a power of two >= 8, got {self.resolution}")
+    self.mapping_net = mapping.MappingNetwork(
+        z_dim=self.z_dim, w_dim=self.w_dim, num_ws=self.num_ws,
+        num_layers=self.mapping_layers, name="mapping")
+    c4 = self.block_channels(4)
+    if self.biline:
+      self.input = embeddings.FourierLineInput(c4, self.rank, self.bandwidth,
+                                               dtype=self.dtype, name="input")
+    else:
+      self.input = embeddings.FourierGridInput(c4, self.bandwidth,
+                                               dtype=self.dtype, name="input")
+    self.blocks = [
+        SynthesisBlock(self.block_channels(res), self.biline_channels,
+                       has_fc0=res > 4, has_tores=res > 4, clamp=self.fc_clamp,
+                       dtype=self.dtype, name=f"b{res}")
+        for res in self.block_resolutions]
+    if self.biline:
+      self.decoders = [
+          layers.MLP(tuple(self.decoder_widths[:-1]) + (self.biline_channels,),
+                     dtype=self.dtype, name=f"decoder_{res}")
+          for res in self.block_resolutions[2:]]
+      self.decoder_last = layers.MLP(
+          tuple(self.decoder_widths[:-1]) + (self.biline_channels,),
+          dtype=self.dtype, name="decoder_last")
+    self.decoder_img = layers.EqualDense(3, dtype=self.dtype, name="decoder_img")
+    self.refine = [
+        SynthesisBlock(ch, 3, clamp=self.fc_clamp, dtype=self.dtype, name=f"refine{i}")
+        for i, ch in enumerate(self.refine_channels)]
+
+  # --- the generator interface shared by every gen_synth model -------------
+
+  def __call__(self, z, rows=None, cols=None, height=None, width=None,
+               truncation_psi=1.0, truncation_cutoff=None, update_w_avg=False):
+    """z [B, z_dim] -> images [B, H, W, 3] float32 (about [-1, 1], no tanh)."""
+    ws = self.mapping(z, truncation_psi, truncation_cutoff, update_w_avg)
+    return self.synthesis(ws, rows, cols, height, width)
+
+  def mapping(self, z, truncation_psi=1.0, truncation_cutoff=None, update_w_avg=False):
+    """z [B, z_dim] -> ws [B, num_ws, w_dim]."""
+    return self.mapping_net(z, truncation_psi, truncation_cutoff, update_w_avg)
+
+  def default_coords(self, n):
+    return coords_lib.axis_coords(n, self.coord_convention, *self.coord_range)
+
+  def synthesis(self, ws, rows=None, cols=None, height=None, width=None):
+    """ws [B, num_ws, w_dim], rows [H], cols [W] -> images [B, H, W, 3]."""
+    rows = self.default_coords(height or self.resolution) if rows is None else rows
+    cols = self.default_coords(width or self.resolution) if cols is None else cols
+    if not self.biline:
+      return self._synthesis_dense(ws, rows, cols)
+    row_feats, col_feats = self.line_features(ws, rows, cols)
+    return self.compose(ws, row_feats, col_feats)
+
+  # --- CREPS's two halves: per-line features, then per-pixel composition ----
+
+  def line_features(self, ws, rows, cols):
+    """ws, rows [H], cols [W] -> accumulated bi-lines after each block b8..bR.
+
+    Returns (row_feats [L, B, H, rank, 32], col_feats [L, B, W, rank, 32]),
+    L = n_blocks - 1. Rows and columns share one pass through the blocks.
+    """
+    h = rows.shape[0]
+    x = jnp.concatenate([self.input(rows, ws[:, 0], 0),
+                         self.input(cols, ws[:, 0], 1)], axis=1)  # [B, H+W, rank, C]
+    accumulated, outs = None, []
+    for k, block in enumerate(self.blocks):
+      x, y = block(x, *self._block_ws(ws, k))
+      if y is not None:
+        accumulated = y if accumulated is None else accumulated + y
+        outs.append(accumulated)
+    feats = jnp.stack(outs)                                       # [L, B, H+W, rank, 32]
+    return feats[:, :, :h], feats[:, :, h:]
+
+  def compose(self, ws, row_feats, col_feats):
+    """Thick bi-line composition, decoder fusion, to-image and refinement.
+
+    row_feats [L, B, H, rank, 32], col_feats [L, B, W, rank, 32] -> [B, H, W, 3].
+    """
+    feature = None
+    for l in range(row_feats.shape[0]):
+      composed = 0.5 * jnp.einsum("bhrc,bwrc->bhwc", row_feats[l], col_feats[l])
+      feature = composed if l == 0 else self.decoders[l - 1](feature) + composed
+    feature = self.decoder_last(feature)
+    return self._to_image(ws, feature)
+
+  def _synthesis_dense(self, ws, rows, cols):
+    x = self.input(rows, cols, ws[:, 0])                          # [B, H, W, C]
+    accumulated = None
+    for k, block in enumerate(self.blocks):
+      x, y = block(x, *self._block_ws(ws, k))
+      if y is not None:
+        accumulated = y if accumulated is None else accumulated + y
+    return self._to_image(ws, accumulated)
+
+  def _to_image(self, ws, feature):
+    """feature [B, H, W, 32] -> rgb [B, H, W, 3] (decoder_img + refinement skips)."""
+    img = self.decoder_img(feature)
+    w_last = ws[:, -1]
+    x = feature
+    for block in self.refine:
+      x, y = block(x, w_last, w_last, w_last)
+      img = img + y
+    return img.astype(jnp.float32)
+
+  def _block_ws(self, ws, k):
+    """w for (fc0, fc1, to-bi-line) of block k, as the official code assigns them."""
+    if k == 0:
+      return None, ws[:, 1], ws[:, 2]
+    return ws[:, 2 * k - 1], ws[:, 2 * k], ws[:, 2 * k + 1]

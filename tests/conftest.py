@@ -1,0 +1,27 @@
+"""Shared pytest set-up.
+
+XLA_FLAGS is set before jax is imported so that sharding code really runs on 8
+virtual CPU devices, as on a TPU/GPU host.
+"""
+
+import os
+import pathlib
+
+os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
+
+import pytest  # noqa: E402
+
+REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
+# Real images for tests and evaluation only (never committed): ../shared/data.
+SHARED_DIR = pathlib.Path(os.environ.get("GEN_SYNTH_SHARED", REPO_ROOT.parent / "shared"))
+
+
+@pytest.fixture
+def shared_data_dir():
+  """`../shared/data`, or a clean skip where it is absent (a user's machine)."""
+  path = SHARED_DIR / "data"
+  if not (path / "celeba_align_6000.zip").exists():
+    pytest.skip(f"real images not available at {path}")
+  return path
