@@ -20,20 +20,6 @@ from PIL import Image
 
 from gen_synth import sampling
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Model config (random init).",
-                                          lock_config=True)
-_WORKDIR = flags.DEFINE_string("workdir", None, "Run directory (config.json + checkpoints).")
-_OUTDIR = flags.DEFINE_string("outdir", "generated", "Where the images go.")
-_SEEDS = flags.DEFINE_string("seeds", "0-3", "Seeds, e.g. '0-7' or '1,5,9'.")
-_HEIGHT = flags.DEFINE_integer("height", None, "Output height (default: the model resolution).")
-_WIDTH = flags.DEFINE_integer("width", None, "Output width (default: the model resolution).")
-_TRUNC = flags.DEFINE_float("trunc", 1.0, "Truncation psi.")
-_TRUNC_CUTOFF = flags.DEFINE_integer("trunc_cutoff", None, "Truncate only the first N ws.")
-_INIT_SEED = flags.DEFINE_integer("init_seed", 0, "Seed of the random init without checkpoint.")
-_STEP = flags.DEFINE_integer("step", None, "Checkpoint step (default: latest).")
-_TILE = flags.DEFINE_integer("tile", None, "Compute the image in TILE x TILE pieces.")
-_SAVE_NPY = flags.DEFINE_bool("save_npy", False, "Also write the float32 output as .npy.")
-_BATCH = flags.DEFINE_integer("batch_size", 4, "Images per generator call.")
 
 
 def generate(model, variables, seeds, outdir, height, width, truncation_psi=1.0,
@@ -57,22 +43,43 @@ def generate(model, variables, seeds, outdir, height, width, truncation_psi=1.0,
       paths.append(path)
   return paths
 
+FLAGS = flags.FLAGS
+
+
+def define_flags():
+  """CLI flags; defined only when run as a program, so the module stays importable."""
+  config_flags.DEFINE_config_file("config", None, "Model config (random init).",
+                                  lock_config=True)
+  flags.DEFINE_string("workdir", None, "Run directory (config.json + checkpoints).")
+  flags.DEFINE_string("outdir", "generated", "Where the images go.")
+  flags.DEFINE_string("seeds", "0-3", "Seeds, e.g. '0-7' or '1,5,9'.")
+  flags.DEFINE_integer("height", None, "Output height (default: the model resolution).")
+  flags.DEFINE_integer("width", None, "Output width (default: the model resolution).")
+  flags.DEFINE_float("trunc", 1.0, "Truncation psi.")
+  flags.DEFINE_integer("trunc_cutoff", None, "Truncate only the first N ws.")
+  flags.DEFINE_integer("init_seed", 0, "Seed of the random init without checkpoint.")
+  flags.DEFINE_integer("step", None, "Checkpoint step (default: latest).")
+  flags.DEFINE_integer("tile", None, "Compute the image in TILE x TILE pieces.")
+  flags.DEFINE_bool("save_npy", False, "Also write the float32 output as .npy.")
+  flags.DEFINE_integer("batch_size", 4, "Images per generator call.")
+
 
 def main(argv):
   del argv
   model, variables, config, step = sampling.load_generator(
-      _WORKDIR.value, _CONFIG.value, _INIT_SEED.value, _STEP.value)
+      FLAGS.workdir, FLAGS.config, FLAGS.init_seed, FLAGS.step)
   res = config.model.resolution
-  height, width = _HEIGHT.value or res, _WIDTH.value or res
+  height, width = FLAGS.height or res, FLAGS.width or res
   try:
-    paths = generate(model, variables, sampling.parse_seeds(_SEEDS.value), _OUTDIR.value,
-                     height, width, _TRUNC.value, _TRUNC_CUTOFF.value, _TILE.value,
-                     _SAVE_NPY.value, _BATCH.value)
+    paths = generate(model, variables, sampling.parse_seeds(FLAGS.seeds), FLAGS.outdir,
+                     height, width, FLAGS.trunc, FLAGS.trunc_cutoff, FLAGS.tile,
+                     FLAGS.save_npy, FLAGS.batch_size)
   except (sampling.CannotTileError, ValueError) as e:
     sys.exit(f"error: {e}")
-  source = f"checkpoint step {step}" if step is not None else f"random init (seed {_INIT_SEED.value})"
-  print(f"wrote {len(paths)} images of {height}x{width} from {source} to {_OUTDIR.value}")
+  source = f"checkpoint step {step}" if step is not None else f"random init (seed {FLAGS.init_seed})"
+  print(f"wrote {len(paths)} images of {height}x{width} from {source} to {FLAGS.outdir}")
 
 
 if __name__ == "__main__":
+  define_flags()
   app.run(main)

@@ -21,9 +21,6 @@ import numpy as np
 from gen_synth import cost
 from gen_synth import sampling
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Model config.", lock_config=True)
-_HEIGHT = flags.DEFINE_integer("height", None, "Height for the cost (default: resolution).")
-_WIDTH = flags.DEFINE_integer("width", None, "Width for the cost (default: resolution).")
 
 
 def count(tree) -> int:
@@ -56,11 +53,21 @@ def summarize(config, height=None, width=None) -> dict:
       "flops_xla": costs["flops_xla"],
   }
 
+FLAGS = flags.FLAGS
+
+
+def define_flags():
+  """CLI flags; defined only when run as a program, so the module stays importable."""
+  config_flags.DEFINE_config_file("config", None, "Model config.", lock_config=True)
+  flags.DEFINE_integer("height", None, "Height for the cost (default: resolution).")
+  flags.DEFINE_integer("width", None, "Width for the cost (default: resolution).")
+
 
 def main(argv):
   del argv
-  print(json.dumps(summarize(_CONFIG.value, _HEIGHT.value, _WIDTH.value), indent=2))
+  print(json.dumps(summarize(FLAGS.config, FLAGS.height, FLAGS.width), indent=2))
 
 
 if __name__ == "__main__":
+  define_flags()
   app.run(main)

@@ -1,0 +1,150 @@
+"""CREPS / CREPS-NB against the official implementation's structure and counts."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from gen_synth import sampling
+from gen_synth import summary
+from tests import helpers
+
+# Built but never run by the official code: b4's to-bi-line layer (+ its
+# affine) and decoder_8. gen_synth leaves them out, so its counts are exactly
+# this much lower than the official ones.
+UNUSED_OFFICIAL_PARAMS = 578_880
+
+
+@pytest.mark.parametrize("res,official_total", [
+    (256, 30_530_825), (512, 30_867_785), (1024, 31_034_377)])
+def test_param_counts_equal_official(res, official_total):
+  config = helpers.load_config("creps_ffhq.py", f"res={res}")
+  model = sampling.build_model(config)
+  params = jax.eval_shape(lambda: sampling.init_variables(model))["params"]
+  counts = {k: summary.count(v) for k, v in params.items()}
+  assert sum(counts.values()) == official_total - UNUSED_OFFICIAL_PARAMS
+  assert counts["mapping"] == 2_101_248
+  if res == 256:
+    assert sum(counts.values()) - counts["mapping"] == 28_429_577 - UNUSED_OFFICIAL_PARAMS
+  # Per module, from the official layer shapes (modulated FC in->out:
+  # affine 512*in + in, weight in*out, bias out).
+  mod = lambda i, o: 512 * i + i + i * o + o
+  assert counts["input"] == 1024 * 16 + 512 * 1024 * 16 + 1024 * 16
+  assert counts["b4"] == mod(1024, 1024)
+  assert counts["b8"] == mod(1024, 1024) * 2 + (512 * 1024 + 1024) + 1024 * 32 + 32
+  assert counts[f"decoder_{res}"] == counts["decoder_last"] == 20_768
+  assert counts["decoder_img"] == 99
+  assert counts["refine0"] == mod(32, 128) + mod(128, 128) + (512 * 128 + 128 + 128 * 3 + 3)
+  assert counts["refine1"] == mod(128, 64) + mod(64, 64) + (512 * 64 + 64 + 64 * 3 + 3)
+  assert f"decoder_8" not in counts and "tores" not in params["b4"]
+
+
+def _nb_param_count(res):
+  """CREPS-NB from its definition: the CREPS blocks without decoders, dense input."""
+  mod = lambda i, o: 512 * i + i + i * o + o
+  tores = lambda i: 512 * i + i + i * 32 + 32
+  chans = [min(65536 // b, 1024) for b in [2 ** k for k in range(2, int(np.log2(res)) + 1)]]
+  total = 2_101_248 + (1024 + 512 * 1024 + 1024)          # mapping + dense input
+  total += mod(chans[0], chans[0])                         # b4 fc1
+  for prev, c in zip(chans, chans[1:]):
+    total += mod(prev, c) + mod(c, c) + tores(c)
+  total += 99 + 168_867 + 143_939                          # decoder_img + refinement
+  return total
+
+
+@pytest.mark.parametrize("res,expected", [(128, 21_201_641), (256, 21_932_297)])
+def test_creps_nb_param_count(res, expected):
+  config = helpers.load_config("creps_ffhq.py", f"res={res},variant=nb")
+  model = sampling.build_model(config)
+  params = jax.eval_shape(lambda: sampling.init_variables(model))["params"]
+  assert summary.count(params) == expected == _nb_param_count(res)
+  assert not any(k.startswith("decoder_") and k != "decoder_img" for k in params)
+
+
+def test_macs_match_official_flop_counter():
+  out = summary.summarize(helpers.load_config("creps_ffhq.py", "res=256"))
+  # Official: 53.69 GMACs (PyTorch FLOP counter, matmuls only). gen_synth also
+  # counts the demodulation coefficients' small [B, C_in] x [C_in, C_out] dots.
+  assert abs(out["macs"] / 53.69e9 - 1) < 0.01, out["macs"]
+  assert out["flops_xla"] > 2 * 0.99 * out["macs"]
+
+
+@pytest.fixture(scope="module")
+def tiny():
+  config = helpers.load_config("creps_ffhq.py", "tiny")
+  model = sampling.build_model(config)
+  variables = sampling.init_variables(model, seed=1)
+  z = sampling.seed_latents([0, 1], model.z_dim)
+  ws = sampling.map_latents(model, variables, z)
+  return model, variables, ws
+
+
+def test_tiled_equals_whole(tiny):
+  model, variables, ws = tiny
+  whole = sampling.render(model, variables, ws, 40, 56)
+  tiled = sampling.render(model, variables, ws, 40, 56, tile=16)
+  assert whole.shape == (2, 40, 56, 3) and np.isfinite(whole).all()
+  assert np.max(np.abs(whole - tiled)) <= 1e-5
+  assert np.std(whole) > 1e-3  # not a constant image
+
+
+def test_crop_coordinates_give_crop_and_any_shape(tiny):
+  model, variables, ws = tiny
+  whole = sampling.render(model, variables, ws, 96, 160)
+  assert whole.shape == (2, 96, 160, 3)
+  rows = sampling.pixel_coords(model, np.arange(10, 42), 96)
+  cols = sampling.pixel_coords(model, np.arange(100, 150), 160)
+  crop = sampling.render(model, variables, ws, 0, 0, rows=rows, cols=cols)
+  np.testing.assert_allclose(crop, whole[:, 10:42, 100:150], atol=1e-5)
+
+
+@pytest.mark.parametrize("k", [3, -5])
+def test_shifting_rows_by_k_pixels_shifts_image(tiny, k):
+  model, variables, ws = tiny
+  n = 48
+  base = sampling.render(model, variables, ws, n, n)
+  rows = sampling.pixel_coords(model, np.arange(n) + k, n)   # integer indices
+  shifted = sampling.render(model, variables, ws, n, n, rows=rows)
+  if k > 0:
+    np.testing.assert_allclose(shifted[:, :-k], base[:, k:], atol=1e-5)
+  else:
+    np.testing.assert_allclose(shifted[:, -k:], base[:, :k], atol=1e-5)
+
+
+def test_truncation_psi_zero_gives_w_avg_image(tiny):
+  model, variables, _ = tiny
+  variables = jax.tree.map(lambda x: x, variables)
+  w_avg = jax.random.normal(jax.random.PRNGKey(3), (model.w_dim,))
+  variables = {**variables, "stats": {"mapping": {"w_avg": w_avg}}}
+  z = sampling.seed_latents([4, 5, 6], model.z_dim)
+  ws = sampling.map_latents(model, variables, z, truncation_psi=0.0)
+  images = sampling.render(model, variables, ws, 16, 16)
+  ws_avg = jnp.broadcast_to(w_avg, (1, model.num_ws, model.w_dim))
+  reference = sampling.render(model, variables, ws_avg, 16, 16)
+  np.testing.assert_allclose(images, np.broadcast_to(reference, images.shape), atol=1e-6)
+
+
+def test_center_convention_and_nb_variant_run():
+  for arg in ["tiny", "tiny,variant=nb"]:
+    config = helpers.load_config("creps_ffhq.py", arg)
+    with config.unlocked():
+      config.model.coord_convention = "center"
+    model = sampling.build_model(config)
+    variables = sampling.init_variables(model)
+    z = sampling.seed_latents([0], model.z_dim)
+    out = jax.jit(lambda v, z: model.apply(v, z, height=24, width=20))(variables, z)
+    assert out.shape == (1, 24, 20, 3) and out.dtype == jnp.float32
+    assert np.isfinite(np.asarray(out)).all()
+
+
+def test_generate_cli_tiled_equals_untiled(tmp_path):
+  from gen_synth import generate
+  config = helpers.load_config("creps_ffhq.py", "tiny")
+  model, variables, _, _ = sampling.load_generator(config=config, init_seed=2)
+  a = generate.generate(model, variables, [0, 1], str(tmp_path / "a"), 24, 40, save_npy=True)
+  generate.generate(model, variables, [0, 1], str(tmp_path / "b"), 24, 40, tile=16, save_npy=True)
+  assert [p.split("/")[-1] for p in a] == ["seed0000.png", "seed0001.png"]
+  for seed in ["seed0000", "seed0001"]:
+    x = np.load(tmp_path / "a" / f"{seed}.npy")
+    y = np.load(tmp_path / "b" / f"{seed}.npy")
+    assert x.shape == (24, 40, 3) and np.max(np.abs(x - y)) <= 1e-5
