@@ -47,11 +47,15 @@ def training_defaults(resolution: int) -> ml_collections.ConfigDict:
   c.seed = 0
   c.batch_size = 32                # train.py --batch (global)
   c.total_kimg = 25000             # train.py --kimg default
+  c.total_steps = ml_collections.config_dict.placeholder(int)  # overrides total_kimg
   c.g_lr = 0.002                   # --glr default for creps
   c.d_lr = 0.002                   # --dlr
   c.adam_b1 = 0.0                  # training_loop: betas (0, 0.99), eps 1e-8
   c.adam_b2 = 0.99
   c.adam_eps = 1e-8
+  # StyleGAN2 lazy regularisation: Adam lr *= I / (I + 1) and betas **= I / (I + 1),
+  # with I = pl_interval for G and r1_interval for D (training_loop.py mb_ratio).
+  c.lazy_reg_adjust = True
   c.r1_gamma = 2.0 * (resolution / 256) ** 2   # required --gamma; docs' rule of thumb
   c.r1_interval = 16               # D_reg_interval
   c.pl_weight = 2.0                # StyleGAN2Loss pl_weight
@@ -61,9 +65,9 @@ def training_defaults(resolution: int) -> ml_collections.ConfigDict:
   c.style_mixing_prob = 0.0        # CREPS turns style mixing off
   c.ema_kimg = c.batch_size * 10 / 32   # ema_kimg = batch * 10 / 32
   c.ema_rampup = 0.05
-  c.xflip = True                   # --mirror=1 in the authors' examples
   c.compute_dtype = "float32"      # 'bfloat16' for TPU/GPU compute, params stay f32
   c.fsdp = False                   # shard params over the data axis instead of replicating
+  c.inject_nan_at_step = -1        # test hook: make the G loss NaN at this step
   return c
 
 
@@ -80,14 +84,20 @@ def base_config(resolution: int) -> ml_collections.ConfigDict:
   config.model = ml_collections.ConfigDict(dict(dtype="float32"))
   config.discriminator = discriminator_defaults(resolution)
   config.train = training_defaults(resolution)
-  config.data = ml_collections.ConfigDict(dict(
-      name="ffhq", data_dir=None, source=None, resolution=resolution, split="train"))
+  from gen_synth import data as data_lib  # pylint: disable=g-import-not-at-top
+  config.data = data_lib.default_data_config()
+  config.data.name = "ffhq"
+  config.data.resolution = resolution
+  config.data.xflip = True          # --mirror=1 in the authors' examples
   config.log_every_steps = 50
   config.sample_every_steps = 1000
   config.checkpoint_every_steps = 1000
   config.keep_checkpoints = 3
   config.num_sample_images = 16
-  config.init_from = None           # workdir or checkpoint dir to start from
+  config.progress_bar = False       # a tqdm bar on process 0 (the CPU demo)
+  config.init_from = ml_collections.config_dict.placeholder(str)  # run dir to start from
+  from gen_synth.evaluation import evaluator  # pylint: disable=g-import-not-at-top
+  config.eval = evaluator.default_eval_config()
   return config
 
 
@@ -105,3 +115,6 @@ def tiny_training(config: ml_collections.ConfigDict) -> None:
   config.sample_every_steps = 100
   config.checkpoint_every_steps = 100
   config.num_sample_images = 8
+  config.progress_bar = True
+  config.eval.every_steps = 0
+  config.eval.num_samples = 256

@@ -25,3 +25,12 @@ def shared_data_dir():
   if not (path / "celeba_align_6000.zip").exists():
     pytest.skip(f"real images not available at {path}")
   return path
+
+
+def pytest_configure(config):
+  """Persistent XLA compilation cache: identical train steps compile once per run."""
+  del config
+  import jax  # pylint: disable=g-import-not-at-top
+  cache = os.environ.get("GEN_SYNTH_TEST_JAX_CACHE", "/tmp/gen_synth_test_jax_cache")
+  jax.config.update("jax_compilation_cache_dir", cache)
+  jax.config.update("jax_persistent_cache_min_compile_time_secs", 2.0)

@@ -1,0 +1,373 @@
+"""The training loop: set-up, the compiled step, and the periodic hooks.
+
+`train_and_evaluate(config, workdir)` is what `python -m gen_synth.main` runs;
+tests and notebooks call it too. It resumes automatically from the latest
+complete checkpoint in WORKDIR, saves on a fixed cadence and on SIGTERM, and
+stops with a clear error (without saving) when a loss or gradient turns
+non-finite.
+"""
+
+import functools
+import json
+import os
+import signal
+import threading
+import time
+from typing import Optional
+
+from absl import logging
+from clu import metric_writers
+from clu import parameter_overview
+from clu import periodic_actions
+from etils import epath
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from PIL import Image
+
+from gen_synth import checkpointing
+from gen_synth import data as data_lib
+from gen_synth import sampling
+from gen_synth import sharding as sharding_lib
+from gen_synth import train_steps
+from gen_synth.evaluation import evaluator
+from gen_synth.models import discriminator as discriminator_lib
+
+
+class NonFiniteError(RuntimeError):
+  """A loss, penalty or gradient norm became NaN/inf."""
+
+
+# --- set-up ------------------------------------------------------------------
+
+def total_steps(config) -> int:
+  t = config.train
+  if t.get("total_steps") is not None:
+    return int(t.total_steps)
+  return int(t.total_kimg * 1000) // t.batch_size
+
+
+def build_models(config):
+  dtype = config.train.compute_dtype
+  generator = sampling.build_model(config, dtype=dtype)
+  discriminator = discriminator_lib.build_discriminator(
+      config.discriminator, dtype=sampling.models.DTYPES[dtype])
+  return generator, discriminator
+
+
+def _split_for_checkpoint(state: train_steps.TrainState):
+  generator = {"params": state.g_ema_params, "fixed": state.fixed, "stats": state.stats}
+  train = {"step": state.step, "g_params": state.g_params, "d_params": state.d_params,
+           "g_opt": state.g_opt, "d_opt": state.d_opt, "pl_mean": state.pl_mean}
+  return generator, train
+
+
+def _join_from_checkpoint(generator, train) -> train_steps.TrainState:
+  return train_steps.TrainState(
+      step=train["step"], g_params=train["g_params"], g_ema_params=generator["params"],
+      d_params=train["d_params"], g_opt=train["g_opt"], d_opt=train["d_opt"],
+      fixed=generator["fixed"], stats=generator["stats"], pl_mean=train["pl_mean"])
+
+
+def _with_shardings(abstract, shardings):
+  return jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
+                      abstract, shardings)
+
+
+def initial_state(config, workdir, generator, discriminator, g_tx, d_tx, mesh, manager):
+  """(state, data position, state shardings): resumed, transferred or fresh."""
+  init_fn = functools.partial(train_steps.init_state, generator, discriminator, g_tx, d_tx,
+                              resolution=config.discriminator.resolution)
+  key = jax.random.PRNGKey(config.train.seed)
+  abstract = jax.eval_shape(init_fn, key)
+  shardings = sharding_lib.state_shardings(mesh, abstract, config.train.fsdp)
+  abstract_gen, abstract_train = _split_for_checkpoint(
+      _with_shardings(abstract, shardings))
+  restored = checkpointing.restore_all(manager, abstract_gen, abstract_train)
+  if restored is not None:
+    gen, train, meta = restored
+    logging.info("Resumed from %s at step %d", workdir, meta["step"])
+    return _join_from_checkpoint(gen, train), meta.get("data_position"), shardings
+  state = jax.jit(init_fn, out_shardings=shardings)(key)
+  if config.get("init_from"):
+    state = _transfer_from(config.init_from, state, abstract_gen, abstract_train)
+  return state, None, shardings
+
+
+def _transfer_from(source_workdir, state, abstract_gen, abstract_train):
+  """Starts from another run's G, G_ema, D and w_avg (e.g. FFHQ -> MetFaces); fresh Adam."""
+  source = checkpointing.checkpoint_manager(source_workdir, max_to_keep=None)
+  restored = checkpointing.restore_all(source, abstract_gen, abstract_train)
+  if restored is None:
+    raise FileNotFoundError(f"init_from={source_workdir!r} has no checkpoint")
+  gen, train, meta = restored
+  logging.info("Initialised from %s (step %d)", source_workdir, meta["step"])
+  return state.replace(g_params=train["g_params"], g_ema_params=gen["params"],
+                       d_params=train["d_params"], fixed=gen["fixed"], stats=gen["stats"],
+                       pl_mean=train["pl_mean"])
+
+
+# --- the compiled step -------------------------------------------------------
+
+class CompiledSteps:
+  """jit-compiled train steps, one per (path-length due, R1 due) combination."""
+
+  def __init__(self, config, generator, discriminator, g_tx, d_tx, mesh, state_shardings):
+    self._config, self._cache = config, {}
+    self._kwargs = dict(generator=generator, discriminator=discriminator,
+                        train_config=config.train, g_tx=g_tx, d_tx=d_tx,
+                        batch_sharding=sharding_lib.batch_sharding(mesh),
+                        inject_nan_at=config.train.inject_nan_at_step)
+    self._in = (state_shardings, sharding_lib.batch_sharding(mesh),
+                sharding_lib.replicated(mesh))
+    self._out = (state_shardings, sharding_lib.replicated(mesh))
+
+  def due(self, step: int):
+    t = self._config.train
+    do_pl = bool(t.pl_weight) and step % t.pl_interval == 0
+    do_r1 = bool(t.r1_gamma) and step % t.r1_interval == 0
+    return do_pl, do_r1
+
+  def __call__(self, step: int, state, images, root_key):
+    flags = self.due(step)
+    if flags not in self._cache:
+      fn = functools.partial(train_steps.train_step, do_pl=flags[0], do_r1=flags[1],
+                             **self._kwargs)
+      self._cache[flags] = jax.jit(fn, in_shardings=self._in, out_shardings=self._out,
+                                   donate_argnums=0)
+    return self._cache[flags](state, images, root_key)
+
+
+# --- periodic hooks ----------------------------------------------------------
+
+def image_grid(images) -> np.ndarray:
+  """uint8 [N, R, R, 3] -> a near-square grid [rows*R, cols*R, 3]."""
+  n, resolution = images.shape[0], images.shape[1]
+  cols = int(np.ceil(np.sqrt(n)))
+  rows = int(np.ceil(n / cols))
+  grid = np.zeros((rows * resolution, cols * resolution, 3), np.uint8)
+  for i, img in enumerate(images):
+    r, c = divmod(i, cols)
+    grid[r * resolution:(r + 1) * resolution, c * resolution:(c + 1) * resolution] = img
+  return grid
+
+
+class Hooks:
+  """Logging, sample grids, evaluation and checkpoints, each on its own cadence."""
+
+  def __init__(self, config, workdir, generator, manager, num_steps, start_step):
+    self.config, self.workdir, self.generator, self.manager = config, workdir, generator, manager
+    self.is_main = jax.process_index() == 0
+    self.writer = metric_writers.create_default_writer(workdir, just_logging=not self.is_main)
+    self.report = periodic_actions.ReportProgress(
+        num_train_steps=num_steps, writer=self.writer,
+        every_steps=config.log_every_steps)
+    self.sample_z = jnp.asarray(sampling.seed_latents(range(config.num_sample_images),
+                                                      generator.z_dim))
+    res = config.model.resolution
+    self.sample_fn = jax.jit(lambda v, z, key: generator.apply(
+        v, z, height=res, width=res, rngs={"noise": key}))
+    self.pending = []
+    self.last_log = (start_step, time.time())
+    self.best = self._read_best()
+    self.progress = None
+    if self.is_main and config.get("progress_bar", False):
+      import tqdm  # pylint: disable=g-import-not-at-top
+      self.progress = tqdm.tqdm(total=num_steps, initial=start_step, unit="step",
+                                dynamic_ncols=True)
+
+  def after_step(self, step, state, metrics, pipeline, force_save=False):
+    """step = number of completed steps."""
+    c = self.config
+    self.pending.append(metrics)
+    self.report(step)
+    if self.progress is not None:
+      self.progress.update(1)
+    log_now = step % c.log_every_steps == 0
+    save_now = force_save or step % c.checkpoint_every_steps == 0
+    if log_now or save_now:
+      self._log(step)          # raises NonFiniteError before any save
+    if c.sample_every_steps and step % c.sample_every_steps == 0:
+      self.write_samples(step, state)
+    if c.eval.every_steps and step % c.eval.every_steps == 0:
+      self.evaluate(step, state)
+    if save_now:
+      self.save(step, state, pipeline)
+
+  def _log(self, step):
+    if not self.pending:
+      return
+    fetched = jax.device_get(self.pending)
+    self.pending = []
+    bad = [i for i, m in enumerate(fetched) if not bool(m["finite"])]
+    if bad:
+      first = step - len(fetched) + bad[0] + 1
+      values = {k: float(v) for k, v in fetched[bad[0]].items() if k != "finite"}
+      raise NonFiniteError(
+          f"non-finite loss or gradient at step {first}: {values}. Training stopped; "
+          f"the latest checkpoint ({self.manager.latest_step()}) was written before it. "
+          "Lower the learning rates or raise r1_gamma, then resume.")
+    scalars = {}
+    for key in fetched[-1]:
+      if key == "finite":
+        continue
+      vals = [float(m[key]) for m in fetched if key in m]
+      scalars[key] = float(np.mean(vals))
+    prev_step, prev_time = self.last_log
+    now = time.time()
+    if step > prev_step:
+      scalars["images_per_sec"] = (step - prev_step) * self.config.train.batch_size / (now - prev_time)
+    scalars["kimg"] = step * self.config.train.batch_size / 1000
+    self.last_log = (step, now)
+    self.writer.write_scalars(step, scalars)
+    if self.progress is not None:
+      self.progress.set_postfix(g=f"{scalars['g_loss']:.3f}", d=f"{scalars['d_loss']:.3f}")
+
+  def write_samples(self, step, state):
+    images = self.sample_fn(state.generator_variables(ema=True), self.sample_z,
+                            jax.random.PRNGKey(0))
+    grid = image_grid(sampling.to_uint8(jax.device_get(images)))
+    if self.is_main:
+      path = epath.Path(self.workdir) / "samples"
+      path.mkdir(parents=True, exist_ok=True)
+      Image.fromarray(grid).save(os.fspath(path / f"step{step:08d}.png"))
+    self.writer.write_images(step, {"samples": grid[None]})
+
+  def evaluate(self, step, state):
+    c = self.config
+    names = [m.strip() for m in c.eval.metrics.split(",") if m.strip()]
+    if not names:
+      return
+    results = evaluate_generator(c, self.generator, state.generator_variables(ema=True), names)
+    self.writer.write_scalars(step, {f"eval/{k}": v for k, v in results.items()})
+    self._update_best(step, state, results)
+
+  def _read_best(self):
+    path = epath.Path(self.workdir) / "eval" / "best.json"
+    return json.loads(path.read_text()) if path.exists() else {}
+
+  def _update_best(self, step, state, results):
+    """Tracks the best (lowest) value of the first metric; its G_ema goes to WORKDIR/best/."""
+    key = next(iter(results))
+    value = results[key]
+    if self.best.get("metric") == key and self.best["value"] <= value:
+      return
+    self.best = {"metric": key, "value": value, "step": step, "all": results}
+    best_manager = checkpointing.checkpoint_manager(
+        epath.Path(self.workdir) / "best", max_to_keep=1)
+    generator, _ = _split_for_checkpoint(state)
+    checkpointing.save(best_manager, step, generator, meta={"metrics": results}, force=True)
+    if self.is_main:
+      path = epath.Path(self.workdir) / "eval"
+      path.mkdir(parents=True, exist_ok=True)
+      (path / "best.json").write_text(json.dumps(self.best, indent=2))
+
+  def save(self, step, state, pipeline):
+    generator, train = _split_for_checkpoint(state)
+    checkpointing.save(self.manager, step, generator, train,
+                       meta={"data_position": pipeline.get_position()}, force=True)
+
+  def close(self):
+    self.writer.flush()
+    if self.progress is not None:
+      self.progress.close()
+
+
+def evaluate_generator(config, generator, variables, metric_names, num_generated=None):
+  """{metric: value} of a generator's images against config.data's real images."""
+  e = config.eval
+  resolution = config.model.resolution
+  apply = jax.jit(lambda v, z, key: generator.apply(v, z, height=resolution, width=resolution,
+                                                     rngs={"noise": key}))
+
+  def generate_fn(num, seed, batch_size):
+    rng = np.random.RandomState(seed)
+    for start in range(0, num, batch_size):
+      b = min(batch_size, num - start)
+      z = rng.randn(b, generator.z_dim).astype(np.float32)
+      images = apply(variables, z, jax.random.PRNGKey(seed + start))
+      yield sampling.to_uint8(jax.device_get(images))
+
+  def real_images_fn():
+    return data_lib.load_images(config.data, split=config.data.split, max_images=e.num_real)
+
+  return evaluator.compute_metrics(
+      metric_names, generate_fn=generate_fn, real_images_fn=real_images_fn,
+      num_generated=num_generated or e.num_samples, eval_config=e, seed=config.train.seed)
+
+
+# --- the loop ----------------------------------------------------------------
+
+def _log_startup(config, state):
+  logging.info("jax %s, %d processes, devices: %s", jax.__version__, jax.process_count(),
+               jax.devices())
+  logging.info("config:\n%s", config)
+  if jax.process_index() == 0:
+    parameter_overview.log_parameter_overview(jax.device_get(state.g_params), msg="G params")
+    parameter_overview.log_parameter_overview(jax.device_get(state.d_params), msg="D params")
+
+
+class _StopFlag:
+  """Set by SIGTERM (preemption): the loop saves a checkpoint and returns."""
+
+  def __init__(self):
+    self.stop = False
+    if threading.current_thread() is threading.main_thread():
+      self._previous = signal.signal(signal.SIGTERM, self._handler)
+    else:
+      self._previous = None
+
+  def _handler(self, signum, frame):
+    del signum, frame
+    logging.warning("SIGTERM received: saving a checkpoint and stopping.")
+    self.stop = True
+
+  def restore(self):
+    if self._previous is not None:
+      signal.signal(signal.SIGTERM, self._previous)
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
+                       max_steps: Optional[int] = None) -> train_steps.TrainState:
+  """Trains (or resumes) the run in `workdir`; returns the final state.
+
+  `max_steps` stops early after that many steps in this call (for tests and
+  preemption drills): a checkpoint is written there, as on SIGTERM.
+  """
+  workdir = os.fspath(workdir)
+  checkpointing.write_config(workdir, config)
+  mesh = sharding_lib.make_mesh()
+  generator, discriminator = build_models(config)
+  g_tx, d_tx = train_steps.make_optimizers(config.train)
+  manager = checkpointing.checkpoint_manager(workdir, max_to_keep=config.keep_checkpoints)
+  state, position, state_shardings = initial_state(
+      config, workdir, generator, discriminator, g_tx, d_tx, mesh, manager)
+  _log_startup(config, state)
+  num_steps = total_steps(config)
+  start = int(jax.device_get(state.step))
+  pipeline = data_lib.InputPipeline(
+      config.data, global_batch_size=config.train.batch_size,
+      sharding=sharding_lib.batch_sharding(mesh), seed=config.train.seed, position=position)
+  steps = CompiledSteps(config, generator, discriminator, g_tx, d_tx, mesh, state_shardings)
+  root_key = jax.device_put(jax.random.PRNGKey(config.train.seed + 1),
+                            sharding_lib.replicated(mesh))
+  hooks = Hooks(config, workdir, generator, manager, num_steps, start)
+  stop = _StopFlag()
+  try:
+    step = start
+    while step < num_steps:
+      images = next(pipeline)
+      state, metrics = steps(step, state, images, root_key)
+      step += 1
+      halt = stop.stop or (max_steps is not None and step - start >= max_steps)
+      hooks.after_step(step, state, metrics, pipeline,
+                       force_save=halt or step == num_steps)
+      if halt:
+        break
+  finally:
+    stop.restore()
+    hooks.close()
+    pipeline.close()
+    manager.wait_until_finished()
+  return state

@@ -1,0 +1,198 @@
+"""Pure training-step functions: the StyleGAN2 phases of one iteration, compiled as one step.
+
+One iteration, as StyleGAN2-ADA's training loop runs its phases:
+  Gmain  G <- Adam(softplus(-D(G(z))))
+  Greg   every pl_interval steps: G <- Adam(pl_weight * pl_interval * (|J^T y| - a)^2)
+  Dmain  D <- Adam(softplus(D(G(z))) + softplus(-D(x)));  w_avg tracked here
+  Dreg   every r1_interval steps: D <- Adam(gamma / 2 * r1_interval * |grad D(x)|^2)
+  EMA    G_ema <- G + (G_ema - G) * 0.5 ** (batch / ema_nimg)
+Main and regularisation phases share one Adam per network, whose lr and betas
+carry the lazy-regularisation adjustment. Each phase draws its own latents
+from fold_in(fold_in(root_key, step), phase).
+"""
+
+import functools
+from typing import Any
+
+import flax
+import jax
+import jax.numpy as jnp
+import optax
+
+from gen_synth import losses
+
+# Purpose ids folded into the per-step key.
+_GMAIN, _GREG, _DMAIN, _DREG, _MIX, _NOISE, _PL_NOISE, _INJECT = range(8)
+
+
+@flax.struct.dataclass
+class TrainState:
+  """Everything a training run carries from step to step."""
+  step: jax.Array          # int32 []
+  g_params: Any
+  g_ema_params: Any
+  d_params: Any
+  g_opt: Any
+  d_opt: Any
+  fixed: Any               # G's non-trainable 'fixed' collection (Fourier frequencies)
+  stats: Any               # G's 'stats' collection (w_avg); G_ema shares it
+  pl_mean: jax.Array       # float32 []
+
+  def generator_variables(self, ema=True):
+    params = self.g_ema_params if ema else self.g_params
+    return {"params": params, "fixed": self.fixed, "stats": self.stats}
+
+
+def make_optimizers(train_config):
+  """(g_tx, d_tx): Adam(b1, b2, eps) with StyleGAN2's lazy-regularisation adjustment."""
+  t = train_config
+  def adam(lr, interval):
+    lr, b1, b2 = losses.lazy_regularization_adam(lr, t.adam_b1, t.adam_b2, interval)
+    return optax.adam(lr, b1=b1, b2=b2, eps=t.adam_eps)
+  return adam(t.g_lr, t.pl_interval if t.pl_weight else 0), adam(t.d_lr, t.r1_interval)
+
+
+def ema_beta(train_config, step):
+  """0.5 ** (batch / ema_nimg), with ema_nimg ramped up as cur_nimg * ema_rampup."""
+  t = train_config
+  ema_nimg = t.ema_kimg * 1000.0
+  if t.ema_rampup:
+    cur_nimg = step.astype(jnp.float32) * t.batch_size
+    ema_nimg = jnp.minimum(ema_nimg, cur_nimg * t.ema_rampup)
+  return 0.5 ** (t.batch_size / jnp.maximum(ema_nimg, 1e-8))
+
+
+def _latents(key, batch, z_dim, batch_sharding):
+  z = jax.random.normal(key, (batch, z_dim), jnp.float32)
+  if batch_sharding is not None:
+    z = jax.lax.with_sharding_constraint(z, batch_sharding)
+  return z
+
+
+def train_step(state: TrainState, real_images, root_key, *, generator, discriminator,
+               train_config, g_tx, d_tx, do_pl: bool, do_r1: bool, batch_sharding=None,
+               inject_nan_at=-1):
+  """One training iteration. real_images [B, R, R, 3] in [-1, 1] -> (state, metrics)."""
+  t = train_config
+  batch = real_images.shape[0]
+  key = jax.random.fold_in(root_key, state.step)
+  keys = [jax.random.fold_in(key, i) for i in range(8)]
+  num_ws, z_dim = generator.num_ws, generator.z_dim
+  metrics = {}
+
+  def gen_vars(params, stats=None):
+    return {"params": params, "fixed": state.fixed,
+            "stats": state.stats if stats is None else stats}
+
+  def mapping(params, z, mix_key, update_w_avg=False):
+    out = generator.apply(gen_vars(params), z, update_w_avg=update_w_avg,
+                          method="mapping", mutable=["stats"] if update_w_avg else False)
+    ws, stats = out if update_w_avg else (out, None)
+    if t.style_mixing_prob > 0:
+      k_cut, k_prob, k_z = jax.random.split(mix_key, 3)
+      cutoff = jax.random.randint(k_cut, (), 1, num_ws)
+      cutoff = jnp.where(jax.random.uniform(k_prob) < t.style_mixing_prob, cutoff, num_ws)
+      ws2 = generator.apply(gen_vars(params), jax.random.normal(k_z, z.shape), method="mapping")
+      ws = jnp.where(jnp.arange(num_ws)[None, :, None] < cutoff, ws, ws2)
+    return ws, stats
+
+  def synthesis(params, ws, noise_key):
+    return generator.apply(gen_vars(params), ws, method="synthesis",
+                           rngs={"noise": noise_key})
+
+  def d_apply(d_params, images):
+    return discriminator.apply({"params": d_params}, images)
+
+  # --- Gmain ---------------------------------------------------------------
+  def g_main_loss(g_params):
+    z = _latents(keys[_GMAIN], batch, z_dim, batch_sharding)
+    ws, _ = mapping(g_params, z, jax.random.fold_in(keys[_MIX], 0))
+    fake = synthesis(g_params, ws, jax.random.fold_in(keys[_NOISE], 0))
+    logits = d_apply(state.d_params, fake)
+    return losses.generator_loss(logits), logits
+
+  (g_loss, fake_logits_g), g_grads = jax.value_and_grad(g_main_loss, has_aux=True)(state.g_params)
+  if inject_nan_at >= 0:   # test hook: a NaN loss at one step
+    g_loss = jnp.where(state.step == inject_nan_at, jnp.nan, g_loss)
+    g_grads = jax.tree.map(lambda g: g * jnp.where(state.step == inject_nan_at, jnp.nan, 1.0),
+                           g_grads)
+  updates, g_opt = g_tx.update(g_grads, state.g_opt, state.g_params)
+  g_params = optax.apply_updates(state.g_params, updates)
+  metrics.update(g_loss=g_loss, g_grad_norm=optax.tree.norm(g_grads),
+                 fake_logits_g=jnp.mean(fake_logits_g))
+
+  # --- Greg: path length ---------------------------------------------------
+  pl_mean = state.pl_mean
+  if do_pl:
+    pl_batch = max(batch // t.pl_batch_shrink, 1)
+
+    def g_pl_loss(g_params):
+      z = _latents(keys[_GREG], pl_batch, z_dim, batch_sharding)
+      ws, _ = mapping(g_params, z, jax.random.fold_in(keys[_MIX], 1))
+      lengths, _ = losses.path_length(
+          lambda w: synthesis(g_params, w, jax.random.fold_in(keys[_NOISE], 1)),
+          ws, keys[_PL_NOISE])
+      penalty, new_mean = losses.path_length_penalty(lengths, state.pl_mean, t.pl_decay)
+      return jnp.mean(penalty) * t.pl_weight * t.pl_interval, (penalty, new_mean)
+
+    (pl_loss, (pl_penalty, pl_mean)), pl_grads = jax.value_and_grad(
+        g_pl_loss, has_aux=True)(g_params)
+    updates, g_opt = g_tx.update(pl_grads, g_opt, g_params)
+    g_params = optax.apply_updates(g_params, updates)
+    metrics.update(pl_penalty=jnp.mean(pl_penalty), pl_mean=pl_mean,
+                   pl_grad_norm=optax.tree.norm(pl_grads))
+
+  # --- Dmain (w_avg is tracked on these latents) ---------------------------
+  z = _latents(keys[_DMAIN], batch, z_dim, batch_sharding)
+  ws, new_stats = mapping(g_params, z, jax.random.fold_in(keys[_MIX], 2), update_w_avg=True)
+  stats = new_stats["stats"]
+  fake = jax.lax.stop_gradient(synthesis(g_params, ws, jax.random.fold_in(keys[_NOISE], 2)))
+
+  def d_main_loss(d_params):
+    fake_logits = d_apply(d_params, fake)
+    real_logits = d_apply(d_params, real_images)
+    return losses.discriminator_loss(real_logits, fake_logits), (real_logits, fake_logits)
+
+  (d_loss, (real_logits, fake_logits)), d_grads = jax.value_and_grad(
+      d_main_loss, has_aux=True)(state.d_params)
+  updates, d_opt = d_tx.update(d_grads, state.d_opt, state.d_params)
+  d_params = optax.apply_updates(state.d_params, updates)
+  metrics.update(d_loss=d_loss, d_grad_norm=optax.tree.norm(d_grads),
+                 real_logits=jnp.mean(real_logits), fake_logits=jnp.mean(fake_logits))
+
+  # --- Dreg: R1 --------------------------------------------------------------
+  if do_r1:
+    def d_r1_loss(d_params):
+      penalty, _ = losses.r1_penalty(lambda x: d_apply(d_params, x), real_images)
+      return jnp.mean(penalty) * (t.r1_gamma / 2) * t.r1_interval, penalty
+
+    (_, r1), r1_grads = jax.value_and_grad(d_r1_loss, has_aux=True)(d_params)
+    updates, d_opt = d_tx.update(r1_grads, d_opt, d_params)
+    d_params = optax.apply_updates(d_params, updates)
+    metrics.update(r1_penalty=jnp.mean(r1), r1_grad_norm=optax.tree.norm(r1_grads))
+
+  # --- EMA -------------------------------------------------------------------
+  beta = ema_beta(t, state.step)
+  g_ema_params = jax.tree.map(lambda p, e: p + (e - p) * beta, g_params, state.g_ema_params)
+  metrics.update(ema_beta=beta, g_param_norm=optax.tree.norm(g_params))
+  metrics["finite"] = jnp.all(jnp.stack([jnp.all(jnp.isfinite(v)) for v in metrics.values()]))
+
+  new_state = state.replace(step=state.step + 1, g_params=g_params, g_ema_params=g_ema_params,
+                            d_params=d_params, g_opt=g_opt, d_opt=d_opt, stats=stats,
+                            pl_mean=pl_mean)
+  return new_state, metrics
+
+
+def init_state(generator, discriminator, g_tx, d_tx, key, resolution) -> TrainState:
+  """A fresh TrainState (call under jax.jit with out_shardings)."""
+  k_g, k_d = jax.random.split(key)
+  z = jnp.zeros((1, generator.z_dim), jnp.float32)
+  size = 8 if getattr(generator, "pixel_independent", False) else None  # cheap init
+  g_vars = generator.init({"params": k_g, "noise": k_g}, z, height=size, width=size)
+  d_vars = discriminator.init(k_d, jnp.zeros((4, resolution, resolution, 3), jnp.float32))
+  g_params, d_params = g_vars["params"], d_vars["params"]
+  return TrainState(
+      step=jnp.zeros((), jnp.int32), g_params=g_params, g_ema_params=g_params,
+      d_params=d_params, g_opt=g_tx.init(g_params), d_opt=d_tx.init(d_params),
+      fixed=g_vars.get("fixed", {}), stats=g_vars["stats"],
+      pl_mean=jnp.zeros((), jnp.float32))
