@@ -98,6 +98,7 @@ def base_config(resolution: int) -> ml_collections.ConfigDict:
   config.init_from = ml_collections.config_dict.placeholder(str)  # run dir to start from
   from gen_synth.evaluation import evaluator  # pylint: disable=g-import-not-at-top
   config.eval = evaluator.default_eval_config()
+  config.eval.real_split = ml_collections.config_dict.placeholder(str)  # None: data.split
   return config
 
 

@@ -26,9 +26,16 @@ flags.DEFINE_integer("process_id", None, "This process's id (multi-host).")
 flags.mark_flags_as_required(["config", "workdir"])
 
 
+def _quiet_checkpoint_logs():
+  """orbax logs every save at INFO in detail; keep its warnings only."""
+  logging.get_absl_handler().addFilter(
+      lambda record: record.levelno >= logging.WARNING or "orbax" not in record.pathname)
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError("Too many command-line arguments.")
+  _quiet_checkpoint_logs()
   # TensorFlow (tfds) must not take the accelerators from JAX.
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   tf.config.set_visible_devices([], "GPU")

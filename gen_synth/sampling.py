@@ -107,14 +107,23 @@ def cannot_tile_reason(model) -> Optional[str]:
           "so it cannot be tiled or given arbitrary coordinates")
 
 
+def deterministic(model):
+  """The model with random noise inputs switched off (StyleGAN's noise_mode='none')."""
+  if getattr(model, "noise_mode", None) == "random":
+    return model.clone(noise_mode="none")
+  return model
+
+
 def render(model, variables, ws, height: int, width: int, tile: Optional[int] = None,
            rows=None, cols=None) -> np.ndarray:
   """ws [B, num_ws, w_dim] -> images [B, H, W, 3] float32 (numpy).
 
   `tile=T` computes the image T x T pixels at a time: CREPS computes its row and
   column lines once and composes each tile from its own rows and columns; other
-  pixel-independent models run on each tile's coordinates.
+  pixel-independent models run on each tile's coordinates. Rendering is
+  deterministic: models with noise inputs render without noise.
   """
+  model = deterministic(model)
   if rows is None:
     rows = pixel_coords(model, np.arange(height), height)
   if cols is None:

@@ -160,6 +160,7 @@ class Hooks:
     self.config, self.workdir, self.generator, self.manager = config, workdir, generator, manager
     self.is_main = jax.process_index() == 0
     self.writer = metric_writers.create_default_writer(workdir, just_logging=not self.is_main)
+    self.jsonl = epath.Path(workdir) / "metrics.jsonl"   # scalars, one JSON per line
     self.report = periodic_actions.ReportProgress(
         num_train_steps=num_steps, writer=self.writer,
         every_steps=config.log_every_steps)
@@ -220,9 +221,15 @@ class Hooks:
       scalars["images_per_sec"] = (step - prev_step) * self.config.train.batch_size / (now - prev_time)
     scalars["kimg"] = step * self.config.train.batch_size / 1000
     self.last_log = (step, now)
-    self.writer.write_scalars(step, scalars)
+    self._write_scalars(step, scalars)
     if self.progress is not None:
       self.progress.set_postfix(g=f"{scalars['g_loss']:.3f}", d=f"{scalars['d_loss']:.3f}")
+
+  def _write_scalars(self, step, scalars):
+    self.writer.write_scalars(step, scalars)
+    if self.is_main:
+      with self.jsonl.open("a") as f:
+        f.write(json.dumps({"step": int(step), **{k: float(v) for k, v in scalars.items()}}) + "\n")
 
   def write_samples(self, step, state):
     images = self.sample_fn(state.generator_variables(ema=True), self.sample_z,
@@ -240,7 +247,7 @@ class Hooks:
     if not names:
       return
     results = evaluate_generator(c, self.generator, state.generator_variables(ema=True), names)
-    self.writer.write_scalars(step, {f"eval/{k}": v for k, v in results.items()})
+    self._write_scalars(step, {f"eval/{k}": v for k, v in results.items()})
     self._update_best(step, state, results)
 
   def _read_best(self):
@@ -290,7 +297,8 @@ def evaluate_generator(config, generator, variables, metric_names, num_generated
       yield sampling.to_uint8(jax.device_get(images))
 
   def real_images_fn():
-    return data_lib.load_images(config.data, split=config.data.split, max_images=e.num_real)
+    split = e.get("real_split") or config.data.split
+    return data_lib.load_images(config.data, split=split, max_images=e.num_real)
 
   return evaluator.compute_metrics(
       metric_names, generate_fn=generate_fn, real_images_fn=real_images_fn,
@@ -356,6 +364,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   stop = _StopFlag()
   try:
     step = start
+    if step == 0 and config.eval.every_steps:
+      hooks.evaluate(0, state)   # the baseline of the eval curves
+      hooks.write_samples(0, state)
     while step < num_steps:
       images = next(pipeline)
       state, metrics = steps(step, state, images, root_key)

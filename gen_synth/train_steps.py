@@ -49,7 +49,8 @@ def make_optimizers(train_config):
   def adam(lr, interval):
     lr, b1, b2 = losses.lazy_regularization_adam(lr, t.adam_b1, t.adam_b2, interval)
     return optax.adam(lr, b1=b1, b2=b2, eps=t.adam_eps)
-  return adam(t.g_lr, t.pl_interval if t.pl_weight else 0), adam(t.d_lr, t.r1_interval)
+  g_lazy = bool(t.pl_weight) or t.get("lazy_reg_adjust", False)
+  return adam(t.g_lr, t.pl_interval if g_lazy else 0), adam(t.d_lr, t.r1_interval)
 
 
 def ema_beta(train_config, step):

@@ -3,7 +3,9 @@
 import jax.numpy as jnp
 import ml_collections
 
+from gen_synth.models import cips
 from gen_synth.models import creps
+from gen_synth.models import pixelfolder
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
@@ -16,9 +18,19 @@ def _creps_nb(cfg, **kw):
   return creps.CREPS(biline=False, **kw)
 
 
+def _pixelfolder(cfg, **kw):
+  return pixelfolder.PixelFolder(**kw)
+
+
+def _cips(cfg, **kw):
+  return cips.CIPS(**kw)
+
+
 GENERATORS = {
     "creps": _creps,
     "creps_nb": _creps_nb,
+    "pixelfolder": _pixelfolder,
+    "cips": _cips,
 }
 
 
