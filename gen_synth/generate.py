@@ -7,6 +7,17 @@ r"""Generates images from seeds, at any size, whole or tile by tile.
 Writes OUTDIR/seed%04d.png (and seed%04d.npy, the float output, with
 --save_npy). Latents are drawn as the official gen_images.py draws them.
 Without a checkpoint the generator is randomly initialised (--init_seed).
+
+Any-scale (gen_synth.anyscale; pixel-independent models only):
+  # a 16384^2 poster streamed into a PNG tile-row by tile-row (bounded memory)
+  python -m gen_synth.generate --config=configs/creps_ffhq.py:res=256 --seeds=0 \
+      --height=16384 --width=16384 --tile=1024 --stream_to=/tmp/poster.png
+  # shifted (pixels; the content moves down/right), zoomed (x2 in), rotated (degrees, CCW)
+  python -m gen_synth.generate --config=configs/creps_ffhq.py:tiny --seeds=0 \
+      --translate=8,-4 --zoom=2 --rotate=30 --outdir=/tmp/out
+  # interpolation grid (slerp in z) and a looping GIF through seeds 0, 1, 2
+  python -m gen_synth.generate --config=configs/creps_ffhq.py:tiny --seeds=0-2 \
+      --interpolate=8 --outdir=/tmp/out
 """
 
 import os
@@ -18,15 +29,22 @@ from ml_collections import config_flags
 import numpy as np
 from PIL import Image
 
+from gen_synth import anyscale
 from gen_synth import sampling
 
 
 
 def generate(model, variables, seeds, outdir, height, width, truncation_psi=1.0,
-             truncation_cutoff=None, tile=None, save_npy=False, batch_size=4):
-  """Renders `seeds` into OUTDIR/seed%04d.png; returns the written paths."""
+             truncation_cutoff=None, tile=None, save_npy=False, batch_size=4,
+             translate=(0.0, 0.0), zoom=1.0, rotate=0.0):
+  """Renders `seeds` into OUTDIR/seed%04d.png; returns the written paths.
+
+  translate (dy, dx) pixels / zoom / rotate (degrees): coordinate transforms,
+  see gen_synth.anyscale.
+  """
   os.makedirs(outdir, exist_ok=True)
-  reason = sampling.cannot_tile_reason(model) if tile else None
+  transformed = tuple(translate) != (0, 0) or zoom != 1 or rotate % 360 != 0
+  reason = sampling.cannot_tile_reason(model) if tile or transformed else None
   if reason:
     raise sampling.CannotTileError(reason)
   paths = []
@@ -34,13 +52,34 @@ def generate(model, variables, seeds, outdir, height, width, truncation_psi=1.0,
     chunk = seeds[start:start + batch_size]
     z = sampling.seed_latents(chunk, model.z_dim)
     ws = sampling.map_latents(model, variables, z, truncation_psi, truncation_cutoff)
-    images = sampling.render(model, variables, ws, height, width, tile=tile)
+    if transformed:
+      images = anyscale.render_transformed(model, variables, ws, height, width, translate,
+                                           zoom, rotate, tile=tile)
+    else:
+      images = sampling.render(model, variables, ws, height, width, tile=tile)
     for seed, image in zip(chunk, images):
       path = os.path.join(outdir, f"seed{seed:04d}.png")
       Image.fromarray(sampling.to_uint8(image)).save(path)
       if save_npy:
         np.save(os.path.join(outdir, f"seed{seed:04d}.npy"), image)
       paths.append(path)
+  return paths
+
+
+def stream(model, variables, seeds, path, height, width, truncation_psi=1.0,
+           truncation_cutoff=None, tile=None, translate=(0.0, 0.0), zoom=1.0, rotate=0.0,
+           dtype="uint8"):
+  """Streams each seed's image into `path` (path_seed%04d.ext for several seeds)."""
+  if os.path.dirname(path):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+  root, ext = os.path.splitext(path)
+  paths = []
+  for seed in seeds:
+    out = path if len(seeds) == 1 else f"{root}_seed{seed:04d}{ext}"
+    ws = sampling.map_latents(model, variables, sampling.seed_latents([seed], model.z_dim),
+                              truncation_psi, truncation_cutoff)
+    paths.append(anyscale.stream_render(model, variables, ws, out, height, width,
+                                        tile or 1024, translate, zoom, rotate, dtype=dtype))
   return paths
 
 FLAGS = flags.FLAGS
@@ -62,6 +101,21 @@ def define_flags():
   flags.DEFINE_integer("tile", None, "Compute the image in TILE x TILE pieces.")
   flags.DEFINE_bool("save_npy", False, "Also write the float32 output as .npy.")
   flags.DEFINE_integer("batch_size", 4, "Images per generator call.")
+  flags.DEFINE_string(
+      "stream_to", None, "Stream each image tile-row by tile-row into PATH.{png,npy,tif} "
+      "(bounded memory at any size; several seeds get _seed%04d before the extension).")
+  flags.DEFINE_enum("stream_dtype", "uint8", ["uint8", "float16", "float32"],
+                    "Pixel type of --stream_to .npy/.tif files.")
+  flags.DEFINE_string("translate", None,
+                      "'dy,dx' pixels: the content moves dy down and dx right.")
+  flags.DEFINE_float("zoom", 1.0, "Magnification about the image centre (>1 zooms in).")
+  flags.DEFINE_float("rotate", 0.0, "Counter-clockwise rotation in degrees about the image "
+                     "centre (90 equals np.rot90 of the plain image).")
+  flags.DEFINE_integer(
+      "interpolate", None, "N steps between consecutive seeds: writes OUTDIR/interp_grid.png "
+      "(a row per seed pair) and OUTDIR/interp.gif (a loop through the seeds).")
+  flags.DEFINE_enum("interpolate_space", "z", ["z", "w"],
+                    "Interpolate with slerp in z or with lerp in w.")
 
 
 def main(argv):
@@ -70,14 +124,31 @@ def main(argv):
       FLAGS.workdir, FLAGS.config, FLAGS.init_seed, FLAGS.step)
   res = config.model.resolution
   height, width = FLAGS.height or res, FLAGS.width or res
+  seeds = sampling.parse_seeds(FLAGS.seeds)
+  translate = tuple(float(v) for v in FLAGS.translate.split(",")) if FLAGS.translate else (0, 0)
   try:
-    paths = generate(model, variables, sampling.parse_seeds(FLAGS.seeds), FLAGS.outdir,
-                     height, width, FLAGS.trunc, FLAGS.trunc_cutoff, FLAGS.tile,
-                     FLAGS.save_npy, FLAGS.batch_size)
+    if FLAGS.interpolate:
+      paths = anyscale.write_interpolation(
+          model, variables, seeds, FLAGS.interpolate, FLAGS.outdir, height, width,
+          FLAGS.interpolate_space, FLAGS.trunc, FLAGS.batch_size)
+    elif FLAGS.stream_to:
+      paths = stream(model, variables, seeds, FLAGS.stream_to, height, width, FLAGS.trunc,
+                     FLAGS.trunc_cutoff, FLAGS.tile, translate, FLAGS.zoom, FLAGS.rotate,
+                     FLAGS.stream_dtype)
+    else:
+      paths = generate(model, variables, seeds, FLAGS.outdir, height, width, FLAGS.trunc,
+                       FLAGS.trunc_cutoff, FLAGS.tile, FLAGS.save_npy, FLAGS.batch_size,
+                       translate, FLAGS.zoom, FLAGS.rotate)
   except (sampling.CannotTileError, ValueError) as e:
     sys.exit(f"error: {e}")
   source = f"checkpoint step {step}" if step is not None else f"random init (seed {FLAGS.init_seed})"
-  print(f"wrote {len(paths)} images of {height}x{width} from {source} to {FLAGS.outdir}")
+  if FLAGS.interpolate:
+    print(f"wrote the interpolation grid and GIF of {height}x{width} images from {source}: "
+          f"{list(paths)}")
+  elif FLAGS.stream_to:
+    print(f"streamed {len(paths)} images of {height}x{width} from {source} to {paths}")
+  else:
+    print(f"wrote {len(paths)} images of {height}x{width} from {source} to {FLAGS.outdir}")
 
 
 if __name__ == "__main__":

@@ -136,7 +136,7 @@ def render(model, variables, ws, height: int, width: int, tile: Optional[int] = 
   h, w = rows.shape[0], cols.shape[0]
   out = np.zeros((ws.shape[0], h, w, 3), np.float32)
   lines = None
-  if hasattr(model, "line_features"):
+  if hasattr(model, "line_features") and getattr(model, "biline", True):  # not CREPS-NB
     lines = _apply(model, variables, ws, rows, cols, method="line_features")
   for i0 in range(0, h, tile):
     for j0 in range(0, w, tile):

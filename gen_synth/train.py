@@ -158,6 +158,7 @@ class Hooks:
 
   def __init__(self, config, workdir, generator, manager, num_steps, start_step):
     self.config, self.workdir, self.generator, self.manager = config, workdir, generator, manager
+    self.num_steps = num_steps
     self.is_main = jax.process_index() == 0
     self.writer = metric_writers.create_default_writer(workdir, just_logging=not self.is_main)
     self.jsonl = epath.Path(workdir) / "metrics.jsonl"   # scalars, one JSON per line
@@ -189,7 +190,7 @@ class Hooks:
     save_now = force_save or step % c.checkpoint_every_steps == 0
     if log_now or save_now:
       self._log(step)          # raises NonFiniteError before any save
-    if c.sample_every_steps and step % c.sample_every_steps == 0:
+    if (c.sample_every_steps and step % c.sample_every_steps == 0) or step == self.num_steps:
       self.write_samples(step, state)
     if c.eval.every_steps and step % c.eval.every_steps == 0:
       self.evaluate(step, state)
@@ -239,6 +240,7 @@ class Hooks:
       path = epath.Path(self.workdir) / "samples"
       path.mkdir(parents=True, exist_ok=True)
       Image.fromarray(grid).save(os.fspath(path / f"step{step:08d}.png"))
+      logging.info("Wrote samples to %s", path / f"step{step:08d}.png")
     self.writer.write_images(step, {"samples": grid[None]})
 
   def evaluate(self, step, state):

@@ -124,6 +124,16 @@ def test_truncation_psi_zero_gives_w_avg_image(tiny):
   np.testing.assert_allclose(images, np.broadcast_to(reference, images.shape), atol=1e-6)
 
 
+def test_nb_variant_tiles_exactly():
+  config = helpers.load_config("creps_ffhq.py", "tiny,variant=nb")
+  model = sampling.build_model(config)
+  variables = sampling.init_variables(model)
+  ws = sampling.map_latents(model, variables, sampling.seed_latents([0], model.z_dim))
+  whole = sampling.render(model, variables, ws, 20, 28)
+  tiled = sampling.render(model, variables, ws, 20, 28, tile=8)
+  assert np.max(np.abs(whole - tiled)) <= 1e-5
+
+
 def test_center_convention_and_nb_variant_run():
   for arg in ["tiny", "tiny,variant=nb"]:
     config = helpers.load_config("creps_ffhq.py", arg)

@@ -181,6 +181,21 @@ class CREPS(nn.Module):
     feature = self.decoder_last(feature)
     return self._to_image(ws, feature)
 
+  def compose_pixels(self, ws, row_feats, col_feats):
+    """`compose` for P pixels with their own (row, column) coordinates, in one pass.
+
+    row_feats, col_feats [L, B, P, rank, 32]: pixel p's row line (at its row
+    coordinate) and column line (at its column coordinate), from `line_features`
+    on the flattened per-pixel coordinate maps -> rgb [B, P, 3]. Pixel p equals
+    `compose` at (h, w) when its lines are row line h and column line w; used
+    for rotations and distortions (gen_synth.anyscale).
+    """
+    feature = None
+    for l in range(row_feats.shape[0]):
+      composed = 0.5 * jnp.einsum("bprc,bprc->bpc", row_feats[l], col_feats[l])
+      feature = composed if l == 0 else self.decoders[l - 1](feature) + composed
+    return self._to_image(ws, self.decoder_last(feature))
+
   def _synthesis_dense(self, ws, rows, cols):
     x = self.input(rows, cols, ws[:, 0])                          # [B, H, W, C]
     accumulated = None
