@@ -36,8 +36,12 @@ EXTRAS = {
     # Accelerator builds of jaxlib for pod users.
     "tpu": ["jax[tpu]>=0.10.0,<0.11"],
     "cuda": ["jax[cuda12]>=0.10.0,<0.11"],
+    # Plots of experiments/ reports.
+    "experiments": ["matplotlib>=3.7"],
     # Only for converting the published Inception weights (.pth) to numpy.
     "convert": ["torch>=2.2"],
+    # Optional test: the Flax FID Inception equals pytorch-fid's on random weights.
+    "fid_parity": ["torch>=2.2", "pytorch-fid>=0.3"],
 }
 
 setuptools.setup(
