@@ -211,11 +211,9 @@ class Hooks:
           f"the latest checkpoint ({self.manager.latest_step()}) was written before it. "
           "Lower the learning rates or raise r1_gamma, then resume.")
     scalars = {}
-    for key in fetched[-1]:
-      if key == "finite":
-        continue
-      vals = [float(m[key]) for m in fetched if key in m]
-      scalars[key] = float(np.mean(vals))
+    keys = sorted({k for m in fetched for k in m} - {"finite"})   # R1/PL only on their steps
+    for key in keys:
+      scalars[key] = float(np.mean([float(m[key]) for m in fetched if key in m]))
     prev_step, prev_time = self.last_log
     now = time.time()
     if step > prev_step:
