@@ -34,7 +34,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from gen_synth.models import conv_layers
-from gen_synth.models import coords as coords_lib
+from gen_synth.models import interface
 from gen_synth.models import layers
 from gen_synth.models import mapping
 from gen_synth.models import pixelfolder
@@ -72,7 +72,7 @@ def sample_embedding(table, rows, cols, align_corners: bool = True):
   return t[:, c0] * (1 - fc)[None, :, None] + t[:, c1] * fc[None, :, None]
 
 
-class CIPS(nn.Module):
+class CIPS(interface.GeneratorInterface, nn.Module):
   """CIPS-skip generator. See the module docstring."""
   resolution: int = 256
   z_dim: int = 512
@@ -115,20 +115,7 @@ class CIPS(nn.Module):
     self.to_rgbs = [conv_layers.ToRGB(upsample=False, dtype=self.dtype, name=f"to_rgb{i}")
                     for i in range(self.num_blocks)]
 
-  # --- the generator interface ----------------------------------------------
-
-  def __call__(self, z, rows=None, cols=None, height=None, width=None,
-               truncation_psi=1.0, truncation_cutoff=None, update_w_avg=False):
-    """z [B, z_dim] -> images [B, H, W, 3] float32 (about [-1, 1], no tanh)."""
-    ws = self.mapping(z, truncation_psi, truncation_cutoff, update_w_avg)
-    return self.synthesis(ws, rows, cols, height, width)
-
-  def mapping(self, z, truncation_psi=1.0, truncation_cutoff=None, update_w_avg=False):
-    """z [B, z_dim] -> ws [B, 1, w_dim]."""
-    return self.mapping_net(z, truncation_psi, truncation_cutoff, update_w_avg)
-
-  def default_coords(self, n):
-    return coords_lib.axis_coords(n, self.coord_convention, *self.coord_range)
+  # --- the generator interface (mapping, __call__: interface.GeneratorInterface)
 
   def synthesis(self, ws, rows=None, cols=None, height=None, width=None):
     """ws [B, 1, w_dim], rows [H], cols [W] -> images [B, H, W, 3]."""

@@ -32,8 +32,8 @@ import flax.linen as nn
 import jax.numpy as jnp
 import numpy as np
 
-from gen_synth.models import coords as coords_lib
 from gen_synth.models import embeddings
+from gen_synth.models import interface
 from gen_synth.models import layers
 from gen_synth.models import mapping
 
@@ -61,7 +61,7 @@ class SynthesisBlock(nn.Module):
     return x, y
 
 
-class CREPS(nn.Module):
+class CREPS(interface.GeneratorInterface, nn.Module):
   """CREPS / CREPS-NB generator. See the module docstring."""
   resolution: int = 256
   z_dim: int = 512
@@ -125,20 +125,7 @@ class CREPS(nn.Module):
         SynthesisBlock(ch, 3, clamp=self.fc_clamp, dtype=self.dtype, name=f"refine{i}")
         for i, ch in enumerate(self.refine_channels)]
 
-  # --- the generator interface shared by every gen_synth model -------------
-
-  def __call__(self, z, rows=None, cols=None, height=None, width=None,
-               truncation_psi=1.0, truncation_cutoff=None, update_w_avg=False):
-    """z [B, z_dim] -> images [B, H, W, 3] float32 (about [-1, 1], no tanh)."""
-    ws = self.mapping(z, truncation_psi, truncation_cutoff, update_w_avg)
-    return self.synthesis(ws, rows, cols, height, width)
-
-  def mapping(self, z, truncation_psi=1.0, truncation_cutoff=None, update_w_avg=False):
-    """z [B, z_dim] -> ws [B, num_ws, w_dim]."""
-    return self.mapping_net(z, truncation_psi, truncation_cutoff, update_w_avg)
-
-  def default_coords(self, n):
-    return coords_lib.axis_coords(n, self.coord_convention, *self.coord_range)
+  # --- the generator interface (mapping, __call__: interface.GeneratorInterface)
 
   def synthesis(self, ws, rows=None, cols=None, height=None, width=None):
     """ws [B, num_ws, w_dim], rows [H], cols [W] -> images [B, H, W, 3]."""

@@ -40,7 +40,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from gen_synth.models import conv_layers
-from gen_synth.models import coords as coords_lib
+from gen_synth.models import interface
 from gen_synth.models import layers
 from gen_synth.models import mapping
 
@@ -132,7 +132,7 @@ class Stage(nn.Module):
     return x, skip
 
 
-class PixelFolder(nn.Module):
+class PixelFolder(interface.GeneratorInterface, nn.Module):
   """PixelFolder generator. See the module docstring."""
   resolution: int = 256
   z_dim: int = 512
@@ -189,20 +189,7 @@ class PixelFolder(nn.Module):
               noise_mode=self.noise_mode, dtype=self.dtype, name=f"stage{s}")
         for s, (f, _) in enumerate(stages)]
 
-  # --- the generator interface ----------------------------------------------
-
-  def __call__(self, z, rows=None, cols=None, height=None, width=None,
-               truncation_psi=1.0, truncation_cutoff=None, update_w_avg=False):
-    """z [B, z_dim] -> images [B, R, R, 3] float32 (about [-1, 1], no tanh)."""
-    ws = self.mapping(z, truncation_psi, truncation_cutoff, update_w_avg)
-    return self.synthesis(ws, rows, cols, height, width)
-
-  def mapping(self, z, truncation_psi=1.0, truncation_cutoff=None, update_w_avg=False):
-    """z [B, z_dim] -> ws [B, num_ws, w_dim]."""
-    return self.mapping_net(z, truncation_psi, truncation_cutoff, update_w_avg)
-
-  def default_coords(self, n):
-    return coords_lib.axis_coords(n, self.coord_convention, *self.coord_range)
+  # --- the generator interface (mapping, __call__: interface.GeneratorInterface)
 
   def check_size(self, height, width):
     r = self.resolution
