@@ -53,19 +53,7 @@ def get_config(arg=None):
   m.noise_mode = "random"          # fresh noise per call, as the official NoiseInjection
   m.coord_convention = "linspace"  # convert_to_coord_format: linspace(-1, 1)
 
-  t = config.train
-  t.batch_size = 64
-  t.g_lr = t.d_lr = 0.002
-  t.lazy_reg_adjust = True
-  t.r1_gamma = 10.0
-  t.r1_interval = 16
-  t.pl_weight = 0.0
-  t.pl_interval = 4
-  t.style_mixing_prob = 0.0
-  t.ema_kimg = t.batch_size * 10 / 32
-  t.ema_rampup = None
-  t.xflip = True
-  config.discriminator.conv_clamp = None   # rosinality ops have no clamp
+  config_utils.rosinality_training(config, batch_size=64)
 
   if arg.tiny:
     m.z_dim = m.w_dim = 64

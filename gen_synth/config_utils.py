@@ -78,6 +78,28 @@ def discriminator_defaults(resolution: int) -> ml_collections.ConfigDict:
       mbstd_group_size=4, mbstd_num_channels=1, conv_clamp=256.0))
 
 
+def rosinality_training(config: ml_collections.ConfigDict, batch_size: int) -> None:
+  """The recipe shared by the PixelFolder and CIPS `train.py` (rosinality-based), in place.
+
+  lr 0.002 for G and D with the lazy-regularisation adjustment (g_reg_every 4,
+  d_reg_every 16), R1 10 every 16, no path length, no style mixing,
+  EMA 0.5 ** (32 / 10000) per step without ramp-up, x-flips, no conv clamp.
+  """
+  t = config.train
+  t.batch_size = batch_size
+  t.g_lr = t.d_lr = 0.002
+  t.lazy_reg_adjust = True
+  t.r1_gamma = 10.0
+  t.r1_interval = 16
+  t.pl_weight = 0.0
+  t.pl_interval = 4
+  t.style_mixing_prob = 0.0
+  t.ema_kimg = t.batch_size * 10 / 32
+  t.ema_rampup = None
+  config.data.xflip = True
+  config.discriminator.conv_clamp = None   # rosinality ops have no clamp
+
+
 def base_config(resolution: int) -> ml_collections.ConfigDict:
   """Everything but the model's own fields, shared by every config file."""
   config = ml_collections.ConfigDict()
