@@ -25,6 +25,8 @@ import sys
 import tempfile
 import time
 
+import numpy as np
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -82,8 +84,9 @@ def child_stream(size, tile, max_tile_rows=None):
       writer = anyscale.PngStreamWriter(path, size, size)
       times, t_prev = [], t0
       for k, (_, block) in enumerate(anyscale.iter_tile_rows(model, variables, ws, size, size,
-                                                             tile, progress=True)):
-        writer.write_rows(anyscale.sampling.to_uint8(block[0]))
+                                                             tile, dtype=np.uint8,
+                                                             progress=True)):
+        writer.write_rows(block[0])
         times.append(time.time() - t_prev)
         t_prev = time.time()
         if k + 1 == max_tile_rows:
@@ -172,18 +175,26 @@ def run_child(args, limit_gib=None, timeout=None):
   return result
 
 
-def probe(limit_gib, sizes=(3072, 3584, 3840, 4096)):
-  """Largest single-shot size: XLA's plan first (cheap), then real runs under RLIMIT_AS."""
+def probe(limit_gib, sizes=(3072, 3584, 3712, 3840, 3904, 4096)):
+  """Largest single-shot size: XLA's plan first (cheap), then real runs under RLIMIT_AS.
+
+  Sizes whose plan alone exceeds the limit are not run. The others run for real
+  in increasing order until one fails (refused by RLIMIT_AS: a clean
+  RESOURCE_EXHAUSTED, nothing killed); the last that ran is the answer.
+  """
   results = []
   estimates = {s: run_child(f"estimate:{s}", limit_gib) for s in sizes}
   for s in sizes:
     print(json.dumps(estimates[s]), flush=True)
-  fits = [s for s in sizes if estimates[s].get("xla_total_mib", 1e12) < limit_gib * 1024 - 2048]
-  candidates = sorted(set(fits[-1:] + [s for s in sizes if s > (fits[-1] if fits else 0)][:1]))
-  for s in candidates:        # the largest planned to fit, and the next size up
+  candidates = [s for s in sizes if estimates[s].get("xla_total_mib", 1e12) < limit_gib * 1024]
+  for s in candidates:
     r = run_child(f"single:{s}", limit_gib)
     print(json.dumps(r), flush=True)
     results.append(r)
+    if r.get("failed"):
+      break
+  ran = [r["job"] for r in results if not r.get("failed")]
+  print(json.dumps(dict(job="probe", largest_single_shot=ran[-1] if ran else None)), flush=True)
   return results
 
 

@@ -34,7 +34,7 @@ W-fold redundant composition.
 
 Huge images (`stream_render`) are computed one row of T x T tiles at a time and
 written as they complete (.npy, .tif, or a row-streamed .png), so memory does not
-grow with the image: the row lines of one tile-row, the column lines of one
+grow with the image's area: the row lines of one tile-row, the column lines of one
 tile-column (or, when they fit in `column_cache_bytes`, of all columns: 6 KiB per
 column at res=256), one tile of per-pixel activations and one tile-row of output
 bytes. All jitted calls have static shapes (edge tiles are padded), so nothing
@@ -257,15 +257,20 @@ def render_transformed(model, variables, ws, height: int, width: int,
 def iter_tile_rows(model, variables, ws, height: int, width: int, tile: int = 1024,
                    rows=None, cols=None, index_map: Optional[IndexMap] = None,
                    chunk: int = 4096, column_cache_bytes: int = 1 << 30,
+                   dtype=np.float32,
                    progress: bool = False) -> Iterator[Tuple[int, np.ndarray]]:
-  """Yields (i0, block [B, h, W, 3] float32) for each row of T x T tiles, top to bottom.
+  """Yields (i0, block [B, h, W, 3] `dtype`) for each row of T x T tiles, top to bottom.
 
   rows [H] / cols [W]: coordinates of a separable view (default: the plain
   image); `index_map`: a per-pixel map (i, j) -> source indices instead. CREPS
   computes the row lines of each tile-row once, the column lines per
   tile-column (kept for all columns if they fit in `column_cache_bytes`,
-  recomputed per tile otherwise), and composes each tile. Peak memory depends
-  on `tile` and `chunk`, not on H or W.
+  recomputed per tile otherwise), and composes each tile. Each tile is
+  converted to `dtype` (uint8: as `sampling.to_uint8`) as it lands in the
+  tile-row buffer. Peak memory is one tile's activations (set by `tile` and
+  `chunk`) plus two buffers linear in W: the tile-row (T * 3 values per column)
+  and the cached column lines (capped by `column_cache_bytes`); nothing grows
+  with H.
   """
   _check(model)
   model = sampling.deterministic(model)  # noise-free, deterministic renders
@@ -294,7 +299,7 @@ def iter_tile_rows(model, variables, ws, height: int, width: int, tile: int = 10
   try:
     for i0 in range(0, height, t):
       h = min(t, height - i0)
-      block = np.empty((ws.shape[0], h, width, 3), np.float32)
+      block = np.empty((ws.shape[0], h, width, 3), dtype)
       if lines:
         row_lines = _line_chunk(model, variables, ws, row_chunk(i0), 0)
       for j0 in range(0, width, t):
@@ -307,7 +312,7 @@ def iter_tile_rows(model, variables, ws, height: int, width: int, tile: int = 10
           i, j = np.meshgrid(np.arange(i0, i0 + t), np.arange(j0, j0 + t), indexing="ij")
           ys, xs = map_coords(model, index_map, height, width, i, j)
           piece = render_pixels(model, variables, ws, ys, xs, min(chunk, t * t))
-        block[:, :, j0:j0 + w] = np.asarray(piece)[:, :h, :w]
+        block[:, :, j0:j0 + w] = _quantize(np.asarray(piece)[:, :h, :w], dtype)
         bar.update(1)
       yield i0, block
   finally:
@@ -404,7 +409,9 @@ def stream_render(model, variables, ws, path: str, height: int, width: int,
 
   `path` ends in .png (8-bit, row-streamed), .npy or .tif/.tiff (dtype uint8,
   float16 or float32; default uint8, mapped as gen_images.py: x * 127.5 + 128).
-  Tiles are T x T (`tile`); memory is bounded by one tile-row. Returns `path`.
+  Tiles are T x T (`tile`), quantised to `dtype` one tile at a time; memory is
+  one tile's activations plus one tile-row of output (see `iter_tile_rows`).
+  Returns `path`.
   """
   _check(model)
   model = sampling.deterministic(model)  # noise-free, deterministic renders
@@ -427,8 +434,8 @@ def stream_render(model, variables, ws, path: str, height: int, width: int,
     index_map = pixel_index_map(height, width, translate, zoom, rotate, displacement)
   for _, block in iter_tile_rows(model, variables, ws, height, width, tile, rows, cols,
                                  index_map, column_cache_bytes=column_cache_bytes,
-                                 progress=progress):
-    writer.write_rows(_quantize(block[0], dtype))
+                                 dtype=dtype, progress=progress):
+    writer.write_rows(block[0])
   writer.close()
   return path
 

@@ -55,6 +55,14 @@ def test_streamed_tiles_equal_in_memory_image(tiny, tmp_path):
   u8 = np.load(tmp_path / "u.npy")
   np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "u.png")), u8)
   np.testing.assert_array_equal(tifffile.imread(tmp_path / "u.tif"), u8)
+  # Tiles are quantised as they land in the tile-row: exactly to_uint8 of the float rows.
+  blocks = lambda dtype: np.concatenate(
+      [b for _, b in anyscale.iter_tile_rows(model, variables, ws, h, w, tile, dtype=dtype)],
+      axis=1)
+  as_uint8 = blocks(np.uint8)
+  assert as_uint8.dtype == np.uint8
+  np.testing.assert_array_equal(as_uint8, sampling.to_uint8(blocks(np.float32)))
+  np.testing.assert_array_equal(as_uint8[0], u8)
   # Values within 1e-5 may round to neighbouring uint8 levels; nearly all agree.
   diff = np.abs(u8.astype(int) - sampling.to_uint8(whole).astype(int))
   assert diff.max() <= 1 and (diff == 0).mean() > 0.999
