@@ -325,7 +325,7 @@ def iter_tile_rows(model, variables, ws, height: int, width: int, tile: int = 10
 def _quantize(block: np.ndarray, dtype) -> np.ndarray:
   if np.dtype(dtype) == np.uint8:
     return sampling.to_uint8(block)
-  return block.astype(dtype)
+  return block.astype(dtype, copy=False)
 
 
 class PngStreamWriter:
@@ -353,7 +353,7 @@ class PngStreamWriter:
     raw[:, 0] = 1
     raw[:, 1:4] = rows[:, :3]
     np.subtract(rows[:, 3:], rows[:, :-3], out=raw[:, 4:])   # uint8 wraps modulo 256
-    data = self._zlib.compress(raw.tobytes())
+    data = self._zlib.compress(raw)   # the buffer itself, no bytes copy
     if data:
       self._chunk(b"IDAT", data)
     self.rows_written += rows.shape[0]
