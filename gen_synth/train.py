@@ -113,12 +113,13 @@ def _transfer_from(source_workdir, state, abstract_gen, abstract_train):
 class CompiledSteps:
   """jit-compiled train steps, one per (path-length due, R1 due) combination."""
 
-  def __init__(self, config, generator, discriminator, g_tx, d_tx, mesh, state_shardings):
+  def __init__(self, config, generator, discriminator, g_tx, d_tx, mesh, state_shardings,
+               record=False):
     self._config, self._cache = config, {}
     self._kwargs = dict(generator=generator, discriminator=discriminator,
                         train_config=config.train, g_tx=g_tx, d_tx=d_tx,
                         batch_sharding=sharding_lib.batch_sharding(mesh),
-                        inject_nan_at=config.train.inject_nan_at_step)
+                        inject_nan_at=config.train.inject_nan_at_step, record=record)
     self._in = (state_shardings, sharding_lib.batch_sharding(mesh),
                 sharding_lib.replicated(mesh))
     self._out = (state_shardings, sharding_lib.replicated(mesh))

@@ -72,14 +72,22 @@ def _latents(key, batch, z_dim, batch_sharding):
 
 def train_step(state: TrainState, real_images, root_key, *, generator, discriminator,
                train_config, g_tx, d_tx, do_pl: bool, do_r1: bool, batch_sharding=None,
-               inject_nan_at=-1):
-  """One training iteration. real_images [B, R, R, 3] in [-1, 1] -> (state, metrics)."""
+               inject_nan_at=-1, record: bool = False):
+  """One training iteration. real_images [B, R, R, 3] in [-1, 1] -> (state, metrics).
+
+  With `record`, metrics["record"] also holds what each phase computed before its
+  optimiser step: the gradients {"g_main", "g_pl", "d_main", "d_r1"} (pytrees
+  like the params; a phase not due this step is absent) and the per-sample
+  values {"fake_logits_g" [B], "real_logits" [B], "fake_logits" [B],
+  "pl_penalty" [B // pl_batch_shrink], "r1_penalty" [B]}. Tests compare these.
+  """
   t = train_config
   batch = real_images.shape[0]
   key = jax.random.fold_in(root_key, state.step)
   keys = [jax.random.fold_in(key, i) for i in range(8)]
   num_ws, z_dim = generator.num_ws, generator.z_dim
   metrics = {}
+  recorded = {"grads": {}}
 
   def gen_vars(params, stats=None):
     return {"params": params, "fixed": state.fixed,
@@ -121,6 +129,7 @@ def train_step(state: TrainState, real_images, root_key, *, generator, discrimin
   g_params = optax.apply_updates(state.g_params, updates)
   metrics.update(g_loss=g_loss, g_grad_norm=optax.tree.norm(g_grads),
                  fake_logits_g=jnp.mean(fake_logits_g))
+  recorded["grads"]["g_main"], recorded["fake_logits_g"] = g_grads, fake_logits_g
 
   # --- Greg: path length ---------------------------------------------------
   pl_mean = state.pl_mean
@@ -142,6 +151,7 @@ def train_step(state: TrainState, real_images, root_key, *, generator, discrimin
     g_params = optax.apply_updates(g_params, updates)
     metrics.update(pl_penalty=jnp.mean(pl_penalty), pl_mean=pl_mean,
                    pl_grad_norm=optax.tree.norm(pl_grads))
+    recorded["grads"]["g_pl"], recorded["pl_penalty"] = pl_grads, pl_penalty
 
   # --- Dmain (w_avg is tracked on these latents) ---------------------------
   z = _latents(keys[_DMAIN], batch, z_dim, batch_sharding)
@@ -160,6 +170,8 @@ def train_step(state: TrainState, real_images, root_key, *, generator, discrimin
   d_params = optax.apply_updates(state.d_params, updates)
   metrics.update(d_loss=d_loss, d_grad_norm=optax.tree.norm(d_grads),
                  real_logits=jnp.mean(real_logits), fake_logits=jnp.mean(fake_logits))
+  recorded["grads"]["d_main"] = d_grads
+  recorded.update(real_logits=real_logits, fake_logits=fake_logits)
 
   # --- Dreg: R1 --------------------------------------------------------------
   if do_r1:
@@ -171,12 +183,15 @@ def train_step(state: TrainState, real_images, root_key, *, generator, discrimin
     updates, d_opt = d_tx.update(r1_grads, d_opt, d_params)
     d_params = optax.apply_updates(d_params, updates)
     metrics.update(r1_penalty=jnp.mean(r1), r1_grad_norm=optax.tree.norm(r1_grads))
+    recorded["grads"]["d_r1"], recorded["r1_penalty"] = r1_grads, r1
 
   # --- EMA -------------------------------------------------------------------
   beta = ema_beta(t, state.step)
   g_ema_params = jax.tree.map(lambda p, e: p + (e - p) * beta, g_params, state.g_ema_params)
   metrics.update(ema_beta=beta, g_param_norm=optax.tree.norm(g_params))
   metrics["finite"] = jnp.all(jnp.stack([jnp.all(jnp.isfinite(v)) for v in metrics.values()]))
+  if record:
+    metrics["record"] = recorded
 
   new_state = state.replace(step=state.step + 1, g_params=g_params, g_ema_params=g_ema_params,
                             d_params=d_params, g_opt=g_opt, d_opt=d_opt, stats=stats,

@@ -1,13 +1,17 @@
 """Shared pytest set-up.
 
 XLA_FLAGS is set before jax is imported so that sharding code really runs on 8
-virtual CPU devices, as on a TPU/GPU host.
+virtual CPU devices, as on a TPU/GPU host. Flags a caller already set are kept
+(e.g. XLA_FLAGS=--xla_cpu_enable_fast_math=false, to check that the suite holds
+under other code generation), and so is a device count the caller chose.
 """
 
 import os
 import pathlib
 
-os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
+if "--xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", ""):
+  os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
+                             " --xla_force_host_platform_device_count=8").strip()
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
 

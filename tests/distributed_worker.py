@@ -6,7 +6,11 @@ argv: process_id port workdir data_dir out_npz
 import os
 import sys
 
-os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=2"
+# Two devices per process; any other XLA flag of the caller's is kept.
+os.environ["XLA_FLAGS"] = " ".join(
+    [f for f in os.environ.get("XLA_FLAGS", "").split()
+     if not f.startswith("--xla_force_host_platform_device_count")] +
+    ["--xla_force_host_platform_device_count=2"])
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import jax  # noqa: E402

@@ -24,7 +24,7 @@ def test_two_processes_end_with_identical_parameters(tmp_path):
   data_lib.get_builder(config.data)            # build the demo data once, before the race
   port = _free_port()
   worker = os.path.join(os.path.dirname(__file__), "distributed_worker.py")
-  env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+  env = dict(os.environ)                       # the worker sets its own device count
   procs = [subprocess.Popen(
       [sys.executable, worker, str(i), str(port), str(tmp_path / "run"),
        config.data.data_dir, str(tmp_path / f"p{i}.npz")],
