@@ -11,17 +11,19 @@ with a --workdir it is also written to WORKDIR/eval/step<N>.json and to
 TensorBoard (WORKDIR/eval). Without a checkpoint a --config's random init is
 evaluated. Real images come from the run's `config.data` (prepare them with
 gen_synth.prepare_data); FID/KID need the Inception weights file.
+
+The metric names, the run directory, the data and the Inception weights are
+checked before the generator is built; a problem ends in one `error:` line and
+exit status 2 (gen_synth.cli).
 """
 
 import json
 import os
-import sys
 
-from absl import app
 from absl import flags
-from clu import metric_writers
 from ml_collections import config_flags
 
+from gen_synth import cli
 from gen_synth import sampling
 
 FLAGS = flags.FLAGS
@@ -68,12 +70,17 @@ def evaluate(config, model, variables, metric_names, num_samples=None, scale_ima
   return results
 
 
-def main(argv):
-  del argv
-  # pylint: disable=g-import-not-at-top
-  from gen_synth.evaluation import inception
-  model, variables, config, step = sampling.load_generator(
-      FLAGS.workdir, FLAGS.config, FLAGS.init_seed, FLAGS.step)
+def _metric_names(spec: str) -> list:
+  """--metrics as a list of names (UserError for none)."""
+  names = [m.strip() for m in spec.split(",") if m.strip()]
+  if not names:
+    raise cli.UserError(f"--metrics={spec!r} names no metric, e.g. --metrics=swd.")
+  return names
+
+
+def _eval_config():
+  """The run's (or --config's) config with this command's flags applied."""
+  config = cli.check_generator_source(FLAGS.workdir, cli.config_flag(), FLAGS.step)
   with config.unlocked():
     if FLAGS.inception_path:
       config.eval.inception_path = os.path.expanduser(FLAGS.inception_path)
@@ -81,12 +88,40 @@ def main(argv):
       config.data.data_dir = FLAGS.data_dir
     if FLAGS.split:
       config.eval.real_split = FLAGS.split
-  names = [m.strip() for m in FLAGS.metrics.split(",") if m.strip()]
+  return config
+
+
+def _check_inputs(config, names):
+  """UserError for bad sizes, unknown metrics, missing reals or Inception weights."""
+  for name, value in (("num_samples", FLAGS.num_samples), ("scale_images", FLAGS.scale_images)):
+    if value is not None and value <= 0:
+      raise cli.UserError(f"--{name}={value} must be positive.")
+  if FLAGS.coord_convention not in (None, "linspace", "center"):
+    raise cli.UserError(f"--coord_convention={FLAGS.coord_convention}: 'linspace' or 'center'.")
+  if cli.check_metrics(config, names):  # image metrics: real images needed
+    split = config.eval.get("real_split") or config.data.split
+    n = cli.check_data(config.data, [split])
+    num_real = config.eval.get("num_real")
+    if n is not None and num_real and num_real > n:
+      raise cli.UserError(f"config.eval.num_real={num_real} but split {split!r} has "
+                          f"{n} images.")
+
+
+def main(argv):
+  # pylint: disable=g-import-not-at-top
+  from gen_synth.evaluation import inception
+  cli.no_arguments(argv)
+  cli.quiet_checkpoint_logs()
+  names = _metric_names(FLAGS.metrics)
+  config = _eval_config()
+  _check_inputs(config, names)
+  model, variables, _, step = sampling.load_generator(
+      FLAGS.workdir, FLAGS.config, FLAGS.init_seed, FLAGS.step)
   try:
     results = evaluate(config, model, variables, names, FLAGS.num_samples,
                        FLAGS.scale_images, FLAGS.coord_convention, config.train.seed)
-  except (inception.MissingInceptionWeightsError, ValueError, FileNotFoundError) as e:
-    sys.exit(f"error: {e}")
+  except inception.MissingInceptionWeightsError as e:
+    raise cli.UserError(e) from e
   out = {"step": step, "source": FLAGS.workdir or "random init", **results}
   print(json.dumps(out, indent=2))
   if FLAGS.workdir:
@@ -94,6 +129,7 @@ def main(argv):
     os.makedirs(eval_dir, exist_ok=True)
     with open(os.path.join(eval_dir, f"step{step or 0}.json"), "w") as f:
       json.dump(out, f, indent=2)
+    from clu import metric_writers  # pylint: disable=g-import-not-at-top  (TensorFlow: slow)
     writer = metric_writers.create_default_writer(eval_dir)
     writer.write_scalars(step or 0, {k: float(v) for k, v in results.items()})
     writer.flush()
@@ -101,4 +137,4 @@ def main(argv):
 
 if __name__ == "__main__":
   define_flags()
-  app.run(main)
+  cli.run(main)

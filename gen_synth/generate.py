@@ -18,18 +18,21 @@ Any-scale (gen_synth.anyscale; pixel-independent models only):
   # interpolation grid (slerp in z) and a looping GIF through seeds 0, 1, 2
   python -m gen_synth.generate --config=configs/creps_ffhq.py:tiny --seeds=0-2 \
       --interpolate=8 --outdir=/tmp/out
+
+User errors (a missing --workdir, a bad --seeds, ...) end in one `error:` line
+and exit status 2 (gen_synth.cli); flag values are checked before any model is
+built.
 """
 
 import os
-import sys
 
-from absl import app
 from absl import flags
 from ml_collections import config_flags
 import numpy as np
 from PIL import Image
 
 from gen_synth import anyscale
+from gen_synth import cli
 from gen_synth import sampling
 
 
@@ -118,14 +121,67 @@ def define_flags():
                     "Interpolate with slerp in z or with lerp in w.")
 
 
+_STREAM_EXTENSIONS = (".png", ".npy", ".tif", ".tiff")
+
+
+def _parse_seeds(spec: str) -> list:
+  """--seeds as a list of seeds in [0, 2**32) (UserError otherwise)."""
+  try:
+    seeds = sampling.parse_seeds(spec)
+  except ValueError:
+    raise cli.UserError(f"--seeds={spec}: expected e.g. '0-7' or '1,5,9'.") from None
+  if not seeds:
+    raise cli.UserError(f"--seeds={spec!r} selects no seed: e.g. '0-7' or '1,5,9'.")
+  bad = [s for s in seeds if not 0 <= s < 2**32]
+  if bad:
+    raise cli.UserError(f"--seeds={spec}: seeds must be in [0, 2**32), got {bad[0]}.")
+  return seeds
+
+
+def _parse_translate(spec) -> tuple:
+  """--translate 'dy,dx' -> (dy, dx) floats; (0, 0) when unset."""
+  if not spec:
+    return (0.0, 0.0)
+  try:
+    dy, dx = (float(v) for v in spec.split(","))
+  except ValueError:
+    raise cli.UserError(f"--translate={spec}: expected 'dy,dx', e.g. 8,-4.") from None
+  return (dy, dx)
+
+
+def _check_flags():
+  """UserError for flag values that cannot work, before any model is built."""
+  for name in ("height", "width", "tile", "interpolate"):  # 0 / unset: the default
+    value = FLAGS[name].value
+    if value is not None and value < 0:
+      raise cli.UserError(f"--{name}={value} must not be negative.")
+  if FLAGS.batch_size <= 0:
+    raise cli.UserError(f"--batch_size={FLAGS.batch_size} must be positive.")
+  if FLAGS.zoom == 0:
+    raise cli.UserError("--zoom=0 divides by zero: e.g. --zoom=2 zooms in, 0.5 out.")
+  if FLAGS.stream_to:
+    ext = os.path.splitext(FLAGS.stream_to)[1].lower()
+    if ext not in _STREAM_EXTENSIONS:
+      raise cli.UserError(f"--stream_to={FLAGS.stream_to} must end in "
+                          f"{', '.join(_STREAM_EXTENSIONS)}.")
+    if ext == ".png" and FLAGS.stream_dtype != "uint8":
+      raise cli.UserError("PNG output is 8-bit: use --stream_to=PATH.npy or .tif "
+                          f"with --stream_dtype={FLAGS.stream_dtype}.")
+
+
 def main(argv):
-  del argv
+  cli.no_arguments(argv)
+  cli.quiet_checkpoint_logs()
+  _check_flags()
+  seeds = _parse_seeds(FLAGS.seeds)
+  translate = _parse_translate(FLAGS.translate)
+  if FLAGS.interpolate and len(seeds) < 2:
+    raise cli.UserError(f"--interpolate needs at least two seeds, got --seeds={FLAGS.seeds}.")
+  cli.check_generator_source(FLAGS.workdir, cli.config_flag(), FLAGS.step)
   model, variables, config, step = sampling.load_generator(
       FLAGS.workdir, FLAGS.config, FLAGS.init_seed, FLAGS.step)
   res = config.model.resolution
   height, width = FLAGS.height or res, FLAGS.width or res
-  seeds = sampling.parse_seeds(FLAGS.seeds)
-  translate = tuple(float(v) for v in FLAGS.translate.split(",")) if FLAGS.translate else (0, 0)
   try:
     if FLAGS.interpolate:
       paths = anyscale.write_interpolation(
@@ -139,8 +195,8 @@ def main(argv):
       paths = generate(model, variables, seeds, FLAGS.outdir, height, width, FLAGS.trunc,
                        FLAGS.trunc_cutoff, FLAGS.tile, FLAGS.save_npy, FLAGS.batch_size,
                        translate, FLAGS.zoom, FLAGS.rotate)
-  except (sampling.CannotTileError, ValueError) as e:
-    sys.exit(f"error: {e}")
+  except sampling.CannotTileError as e:  # raised before any pixel is computed
+    raise cli.UserError(e) from e
   source = f"checkpoint step {step}" if step is not None else f"random init (seed {FLAGS.init_seed})"
   if FLAGS.interpolate:
     print(f"wrote the interpolation grid and GIF of {height}x{width} images from {source}: "
@@ -153,4 +209,4 @@ def main(argv):
 
 if __name__ == "__main__":
   define_flags()
-  app.run(main)
+  cli.run(main)

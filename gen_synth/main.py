@@ -7,14 +7,21 @@ r"""Trains a pixel-synthesis GAN.
 Resumes automatically from WORKDIR. One process per host; `--multihost`
 calls `jax.distributed.initialize()` (arguments from the environment on TPU
 pods / SLURM, or --coordinator_address/--num_processes/--process_id).
+
+Before any model is built, a pre-flight check looks at the flags, the workdir
+(a writable folder, or one that can be created) and the data (the tfds build
+`config.data` names is prepared, with its split); a problem there ends in one
+`error:` line with what to do (e.g. the `prepare_data` command) and exit
+status 2 (gen_synth.cli).
 """
 
 import os
 
-from absl import app
 from absl import flags
 from absl import logging
 from ml_collections import config_flags
+
+from gen_synth import cli
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Training config file.", lock_config=True)
@@ -26,16 +33,44 @@ flags.DEFINE_integer("process_id", None, "This process's id (multi-host).")
 flags.mark_flags_as_required(["config", "workdir"])
 
 
-def _quiet_checkpoint_logs():
-  """orbax logs every save at INFO in detail; keep its warnings only."""
-  logging.get_absl_handler().addFilter(
-      lambda record: record.levelno >= logging.WARNING or "orbax" not in record.pathname)
+def _check_flags():
+  """UserError for multi-host flags that cannot work."""
+  n, i = FLAGS.num_processes, FLAGS.process_id
+  if n is not None and n < 1:
+    raise cli.UserError(f"--num_processes={n} must be at least 1.")
+  if i is not None and (i < 0 or (n is not None and i >= n)):
+    raise cli.UserError(f"--process_id={i} must be in [0, --num_processes={n}).")
+
+
+def _check_config(config, workdir):
+  """UserError for config values that would only fail after the model is built."""
+  if config.train.batch_size <= 0:
+    raise cli.UserError(f"config.train.batch_size={config.train.batch_size} must be positive.")
+  init_from = config.get("init_from")
+  if init_from and not cli.checkpoint_steps(workdir) and not cli.checkpoint_steps(init_from):
+    raise cli.UserError(f"config.init_from={init_from} has no checkpoint: pass the workdir "
+                        "of a finished gen_synth.main run.")
+
+
+def preflight(config, workdir):
+  """Cheap checks of the flags, the workdir, the config and the data (and the
+  Inception weights of periodic FID/KID), before anything is built."""
+  _check_flags()
+  cli.check_writable_dir(workdir)
+  _check_config(config, workdir)
+  splits = [config.data.split]
+  evaluation = config.get("eval")
+  if evaluation and evaluation.get("every_steps"):
+    names = [m.strip() for m in evaluation.get("metrics", "").split(",") if m.strip()]
+    if cli.check_metrics(config, names):
+      splits.append(config.eval.get("real_split") or config.data.split)
+  cli.check_data(config.data, list(dict.fromkeys(splits)))
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError("Too many command-line arguments.")
-  _quiet_checkpoint_logs()
+  cli.no_arguments(argv)
+  cli.quiet_checkpoint_logs()
+  preflight(cli.config_flag(), FLAGS.workdir)
   # TensorFlow (tfds) must not take the accelerators from JAX.
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   tf.config.set_visible_devices([], "GPU")
@@ -53,4 +88,4 @@ def main(argv):
 
 if __name__ == "__main__":
   os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-  app.run(main)
+  cli.run(main)

@@ -13,23 +13,27 @@ Usage:
 
 Datasets: ffhq, lsun_church, metfaces, flickr_scenery, image_folder,
 demo_photos (see docs/data.md). Shows a progress bar per split and ends with
-a summary: images written per split, files skipped and why. Re-running over a
-complete build changes nothing; an interrupted build leaves only a temporary
-`incomplete.*` folder behind, and the next run builds from scratch.
+a summary: images written per split, files skipped and why (a file that
+cannot be read safely -- dangling symlink, permission denied, FIFO/device/
+socket, vanished while reading -- is one skip, never the end of the build;
+see gen_synth.datasets.image_io). Re-running over a complete build changes
+nothing; an interrupted build leaves only a temporary `incomplete.*` folder
+behind, and the next run builds from scratch. User errors (unknown dataset,
+missing source, no usable image, bad flag) end in one `error:` line and exit
+status 2 (gen_synth.cli).
 """
 
 from __future__ import annotations
 
 import os
-import sys
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
-from absl import app  # pylint: disable=g-import-not-at-top
-from absl import flags
+from absl import flags  # pylint: disable=g-import-not-at-top
 from absl import logging
 import tensorflow_datasets as tfds
 
+from gen_synth import cli
 from gen_synth import datasets
 
 _DATASET = flags.DEFINE_string(
@@ -130,14 +134,14 @@ def format_summary(summary: dict) -> str:
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f'unexpected arguments: {argv[1:]}')
+  cli.no_arguments(argv)
   logging.set_verbosity(logging.ERROR)  # tfds' "custom config" warnings.
   tfds.disable_progress_bar()  # Ours (per split) is enough.
-  try:
-    if not _DATASET.value:
-      raise ValueError('--dataset is required: one of '
-                       f'{", ".join(sorted(datasets.DATASETS))}.')
+  if not _DATASET.value:
+    raise cli.UserError('--dataset is required: one of '
+                        f'{", ".join(sorted(datasets.DATASETS))}.')
+  # prepare_dataset raises ValueError only for problems the user can fix.
+  with cli.user_errors(ValueError):
     summary = prepare_dataset(
         _DATASET.value, source=_SOURCE.value, resolution=_RESOLUTION.value,
         data_dir=_DATA_DIR.value, crop_size=_CROP_SIZE.value,
@@ -145,12 +149,8 @@ def main(argv):
         allow_upsample=_ALLOW_UPSAMPLE.value, num_crops=_NUM_CROPS.value,
         demo_crop_size=_DEMO_CROP_SIZE.value, demo_seed=_DEMO_SEED.value,
         num_workers=_NUM_WORKERS.value)
-  except ValueError as e:
-    # One line, no traceback: these are problems the user can fix.
-    print(f'prepare_data: error: {e}', file=sys.stderr)
-    sys.exit(1)
   print(format_summary(summary))
 
 
 if __name__ == '__main__':
-  app.run(main)
+  cli.run(main)

@@ -7,17 +7,19 @@ Keys: `params` (trainable total), `params_mapping`, `params_synthesis`,
 dot/conv ops for one image, read from the lowered computation, comparable to
 PyTorch's FLOP counter), `flops_xla` (XLA's cost analysis, all ops),
 `resolution`, `num_ws`, `non_trainable` (element counts per collection).
+A missing --config or a bad size ends in one `error:` line, exit status 2
+(gen_synth.cli).
 """
 
 import json
 
-from absl import app
 from absl import flags
 import jax
 import jax.numpy as jnp
 from ml_collections import config_flags
 import numpy as np
 
+from gen_synth import cli
 from gen_synth import cost
 from gen_synth import sampling
 
@@ -64,10 +66,16 @@ def define_flags():
 
 
 def main(argv):
-  del argv
+  cli.no_arguments(argv)
+  cli.quiet_checkpoint_logs()
+  if cli.config_flag() is None:
+    raise cli.UserError("--config is required, e.g. --config=configs/creps_ffhq.py:res=256.")
+  for name in ("height", "width"):
+    if FLAGS[name].value is not None and FLAGS[name].value < 0:  # 0: the resolution
+      raise cli.UserError(f"--{name}={FLAGS[name].value} must not be negative.")
   print(json.dumps(summarize(FLAGS.config, FLAGS.height, FLAGS.width), indent=2))
 
 
 if __name__ == "__main__":
   define_flags()
-  app.run(main)
+  cli.run(main)

@@ -1,6 +1,7 @@
 """Tests of the training input pipeline (`gen_synth.data`)."""
 
 import json
+import tempfile
 
 import jax
 import numpy as np
@@ -10,6 +11,15 @@ from gen_synth import data
 
 N_CROPS = 40  # Examples; batches of 8 cross the epoch boundary at 40.
 RES = 16
+
+
+@pytest.fixture(scope='module', autouse=True)
+def _temp_files_in_tmp_path(tmp_path_factory):
+  """tfds leaves an empty `tmp*tfds` folder per unprepared builder in the
+  default temp dir; keep those inside pytest's tmp_path instead of /tmp."""
+  with pytest.MonkeyPatch.context() as m:
+    m.setattr(tempfile, 'tempdir', str(tmp_path_factory.mktemp('tempfile')))
+    yield
 
 
 @pytest.fixture(scope='module')

@@ -1,13 +1,16 @@
 """Tests of the tfds builders, the bad-input rules and `prepare_data`."""
 
+import errno
 import hashlib
 import inspect
 import io
 import json
 import os
 import pathlib
-import subprocess
-import sys
+import socket
+import stat
+import tempfile
+import threading
 import zipfile
 
 import numpy as np
@@ -22,6 +25,15 @@ from gen_synth.datasets import demo_photos
 from gen_synth.datasets import image_io
 
 CELEBA_BOX = (15, 35, 163, 183)
+
+
+@pytest.fixture(autouse=True)
+def _temp_files_in_tmp_path(tmp_path, monkeypatch):
+  """tfds leaves an empty `tmp*tfds` folder per unprepared builder in the
+  default temp dir; keep those inside pytest's tmp_path instead of /tmp."""
+  own = tmp_path / '_tempfile'
+  own.mkdir()
+  monkeypatch.setattr(tempfile, 'tempdir', str(own))
 
 
 def _rgb(seed, h, w):
@@ -328,18 +340,330 @@ def test_unknown_dataset_name(tmp_path):
     data.load_images(_cfg('imagenet', tmp_path / 'tfds', 16))
 
 
-def test_cli_errors_are_one_line(tmp_path):
-  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3')
-  r = subprocess.run(
-      [sys.executable, '-m', 'gen_synth.prepare_data', '--dataset=celeba',
-       f'--source={tmp_path}', f'--data_dir={tmp_path}'],
-      capture_output=True, text=True, env=env, timeout=120)
-  assert r.returncode == 1
-  errors = [l for l in r.stderr.splitlines() if 'prepare_data' in l]
-  assert errors == ["prepare_data: error: unknown dataset 'celeba'; choose one "
-                    'of demo_photos, ffhq, flickr_scenery, image_folder, '
-                    'lsun_church, metfaces.']
-  assert 'Traceback' not in r.stderr
+# --- Unreadable and special files (the guarded readers) ----------------------
+
+IS_ROOT = hasattr(os, 'geteuid') and os.geteuid() == 0
+SPECIAL = image_io.SPECIAL_FILE
+
+
+def _block_device():
+  """Some block device under /dev (stat-ed only, never opened), or None."""
+  for p in sorted(pathlib.Path('/dev').iterdir()):
+    try:
+      if stat.S_ISBLK(p.stat().st_mode):
+        return p
+    except OSError:
+      continue
+  return None
+
+
+@pytest.fixture
+def opened(monkeypatch):
+  """Paths `os.open` was called with; a thread un-jams a FIFO opened anyway.
+
+  The guarded reader never opens a FIFO; should it regress, a blocking open
+  would hang the test forever, so the FIFOs registered in `fifos` get a
+  writer after 30 s (the open then returns and the test fails instead).
+  """
+  paths, fifos, done = [], [], threading.Event()
+  real_open = os.open
+
+  def recording_open(path, *args, **kw):
+    paths.append(os.fspath(path))
+    return real_open(path, *args, **kw)
+
+  def unjam():
+    if not done.wait(30):
+      for fifo in fifos:
+        os.close(real_open(fifo, os.O_RDWR | os.O_NONBLOCK))
+
+  monkeypatch.setattr(os, 'open', recording_open)
+  threading.Thread(target=unjam, daemon=True).start()
+  yield paths, fifos
+  done.set()
+
+
+def _messy_folder(src, monkeypatch):
+  """Two good images next to one of each bad kind that a folder can hold.
+
+  Returns {reason: count} of what a build must skip.
+  """
+  src.mkdir(parents=True)
+  for name in ('good1.png', 'sub/good2.png'):
+    _save(src / name, _rgb(len(name), 20, 20))
+  os.symlink('missing.png', src / 'dangling.png')
+  os.symlink('loop_b.png', src / 'loop_a.png')   # a loop of file links
+  os.symlink('loop_a.png', src / 'loop_b.png')
+  os.mkfifo(src / 'pipe.png')
+  os.mkfifo(src / 'pipe.txt')                    # not an image name
+  os.symlink(os.devnull, src / 'chardev.png')
+  special = 3
+  if _block_device() is not None:
+    os.symlink(_block_device(), src / 'blockdev.png')
+    special += 1
+  with monkeypatch.context() as m:               # AF_UNIX paths are short
+    m.chdir(src)
+    sock = socket.socket(socket.AF_UNIX)
+    sock.bind('socket.png')
+    sock.close()
+  os.symlink('..', src / 'sub' / 'loop')         # directory link loop
+  os.symlink('sub', src / 'sub_again')           # second link to one folder
+  return {image_io.DANGLING_SYMLINK: 3, SPECIAL: special,
+          image_io.NOT_AN_IMAGE: 1, image_io.REPEATED_FOLDER: 2}
+
+
+def test_folder_link_loop_gives_each_image_once(tmp_path):
+  src = tmp_path / 'three'
+  for i in range(3):
+    _save(src / f'{i}.png', _rgb(i, 20, 20))
+  (src / 'sub').mkdir()
+  os.symlink('..', src / 'sub' / 'loop')
+  summary = _prepare('image_folder', src, tmp_path / 'tfds', 16)
+  assert summary['written'] == {'train': 3}
+  assert summary['skipped'] == {image_io.REPEATED_FOLDER: 1}
+  assert summary['skipped_examples'][image_io.REPEATED_FOLDER] == ['sub/loop/']
+
+
+def test_folder_links_are_followed_once_per_real_folder(tmp_path):
+  src, outside = tmp_path / 'src', tmp_path / 'outside'
+  _save(src / 'a.png', _rgb(0, 20, 20))
+  _save(outside / 'b.png', _rgb(1, 20, 20))
+  os.symlink(outside, src / 'link1')  # followed: outside is read once...
+  os.symlink(outside, src / 'link2')  # ...under the first name.
+  os.symlink(src, outside / 'back')   # back to the root: a loop.
+  names, skipped = image_io.walk_folder(src)
+  assert sorted(names) == ['a.png', 'link1/b.png']
+  assert sorted(skipped) == [('link1/back/', image_io.REPEATED_FOLDER),
+                             ('link2/', image_io.REPEATED_FOLDER)]
+
+
+def test_build_skips_unreadable_and_special_files_in_a_folder(
+    tmp_path, monkeypatch, opened):
+  paths, fifos = opened
+  src = tmp_path / 'messy'
+  expected = _messy_folder(src, monkeypatch)
+  fifos += [src / 'pipe.png', src / 'pipe.txt']
+  _save(src / 'gone.png', _rgb(9, 20, 20))
+  expected[image_io.VANISHED] = 1
+  original = builders.ImageFolderBuilder._list_members
+
+  def list_then_delete(self, dl_manager):  # Deleted after the listing.
+    listing = original(self, dl_manager)
+    (src / 'gone.png').unlink()
+    return listing
+
+  monkeypatch.setattr(builders.ImageFolderBuilder, '_list_members',
+                      list_then_delete)
+  summary = _prepare('image_folder', src, tmp_path / 'tfds', 16)
+  assert summary['written'] == {'train': 2}
+  assert summary['skipped'] == expected
+  assert summary['skipped_examples'][image_io.DANGLING_SYMLINK] == [
+      'dangling.png', 'loop_a.png', 'loop_b.png']
+  assert summary['skipped_examples'][image_io.VANISHED] == ['gone.png']
+  assert sorted(summary['skipped_examples'][image_io.REPEATED_FOLDER]) == [
+      'sub/loop/', 'sub_again/']
+  special_names = {'pipe.png', 'pipe.txt', 'chardev.png', 'blockdev.png',
+                   'socket.png'}
+  assert not special_names & {os.path.basename(p) for p in paths}
+  text = prepare_data.format_summary(summary)
+  assert f'{SPECIAL}: {expected[SPECIAL]}' in text
+  assert 'dangling symlink: 3' in text
+
+
+@pytest.fixture
+def permissions_apply(tmp_path):
+  """Skips where mode bits do not stop this user (root, CAP_DAC_OVERRIDE)."""
+  if not IS_ROOT:
+    return
+  probe = tmp_path / 'probe'
+  probe.write_bytes(b'x')
+  probe.chmod(0)
+  try:
+    probe.read_bytes()
+  except PermissionError:
+    return  # root without CAP_DAC_OVERRIDE (e.g. under setpriv)
+  finally:
+    probe.unlink()
+  pytest.skip('running as root: root reads files whatever their mode')
+
+
+def test_permission_denied_file_and_folder_are_skipped(tmp_path,
+                                                       permissions_apply):
+  src = tmp_path / 'locked'
+  _save(src / 'ok.png', _rgb(0, 20, 20))
+  _save(src / 'secret.png', _rgb(1, 20, 20))
+  _save(src / 'private' / 'x.png', _rgb(2, 20, 20))
+  os.chmod(src / 'secret.png', 0)
+  os.chmod(src / 'private', 0)
+  try:
+    summary = _prepare('image_folder', src, tmp_path / 'tfds', 16)
+  finally:
+    os.chmod(src / 'private', 0o755)
+  assert summary['written'] == {'train': 1}
+  assert summary['skipped'] == {image_io.PERMISSION_DENIED: 2}
+  assert summary['skipped_examples'][image_io.PERMISSION_DENIED] == [
+      'private/', 'secret.png']
+
+
+def _skip_reason(fn, *args):
+  with pytest.raises(image_io.SkipImage) as e:
+    fn(*args)
+  return e.value.reason
+
+
+def test_read_file_reasons_by_os_error(tmp_path, monkeypatch):
+  """Deterministic hooks in the stat -> open -> read sequence."""
+  path = tmp_path / 'a.png'
+  data = _encoded(_rgb(0, 8, 8), 'PNG')
+  path.write_bytes(data)
+  assert image_io.read_file(path) == data
+  real_open, real_read = os.open, os.read
+
+  def raising(error):
+    def fake(*args, **kw):
+      raise error
+    return fake
+
+  with monkeypatch.context() as m:  # What root never sees for real.
+    m.setattr(os, 'open', raising(PermissionError(errno.EACCES, 'no')))
+    assert _skip_reason(image_io.read_file, path) == image_io.PERMISSION_DENIED
+  with monkeypatch.context() as m:  # Deleted between stat and open.
+    def delete_then_open(p, *args, **kw):
+      os.unlink(p)
+      return real_open(p, *args, **kw)
+    m.setattr(os, 'open', delete_then_open)
+    assert _skip_reason(image_io.read_file, path) == image_io.VANISHED
+  path.write_bytes(data)
+  with monkeypatch.context() as m:  # Replaced between stat and open.
+    def replace_then_open(p, *args, **kw):
+      (tmp_path / 'new.png').write_bytes(data)
+      os.replace(tmp_path / 'new.png', p)
+      return real_open(p, *args, **kw)
+    m.setattr(os, 'open', replace_then_open)
+    assert _skip_reason(image_io.read_file, path) == image_io.VANISHED
+  with monkeypatch.context() as m:  # Truncated while being read.
+    def truncate_then_read(fd, n):
+      os.truncate(path, 10)
+      return real_read(fd, n)
+    m.setattr(os, 'read', truncate_then_read)
+    assert _skip_reason(image_io.read_file, path) == image_io.VANISHED
+  path.write_bytes(data)
+  with monkeypatch.context() as m:  # An I/O error (bad disk, NFS).
+    m.setattr(os, 'read', raising(OSError(errno.EIO, 'Input/output error')))
+    assert _skip_reason(image_io.read_file, path) == image_io.UNREADABLE
+  with monkeypatch.context() as m:  # A stale NFS handle.
+    m.setattr(os, 'read', raising(OSError(errno.ESTALE, 'Stale handle')))
+    assert _skip_reason(image_io.read_file, path) == image_io.VANISHED
+  assert image_io.read_file(path) == data
+
+
+def test_read_file_never_opens_special_files(tmp_path, opened):
+  paths, fifos = opened
+  os.mkfifo(tmp_path / 'p.png')
+  fifos.append(tmp_path / 'p.png')
+  os.symlink(os.devnull, tmp_path / 'c.png')
+  (tmp_path / 'd.png').mkdir()
+  for name in ('p.png', 'c.png', 'd.png'):
+    assert (_skip_reason(image_io.read_file, tmp_path / name) ==
+            image_io.SPECIAL_FILE)
+  assert paths == []
+
+
+def test_unlistable_folder_is_skipped_with_its_reason(tmp_path, monkeypatch):
+  """What root never sees for real: a sub-folder whose listing fails."""
+  _save(tmp_path / 'src' / 'a.png', _rgb(0, 8, 8))
+  _save(tmp_path / 'src' / 'locked' / 'b.png', _rgb(1, 8, 8))
+  _save(tmp_path / 'src' / 'flaky' / 'c.png', _rgb(2, 8, 8))
+  real_scan = image_io._scan_dir  # pylint: disable=protected-access
+  errors = {'locked': PermissionError(errno.EACCES, 'Permission denied'),
+            'flaky': OSError(errno.EIO, 'Input/output error')}
+
+  def scan(path):
+    if os.path.basename(path) in errors:
+      raise errors[os.path.basename(path)]
+    return real_scan(path)
+
+  monkeypatch.setattr(image_io, '_scan_dir', scan)
+  names, skipped = image_io.walk_folder(tmp_path / 'src')
+  assert names == ['a.png']
+  assert sorted(skipped) == [('flaky/', image_io.UNREADABLE),
+                             ('locked/', image_io.PERMISSION_DENIED)]
+  errors['src'] = PermissionError(errno.EACCES, 'Permission denied')
+  with pytest.raises(ValueError, match='cannot be listed: Permission denied'):
+    image_io.walk_folder(tmp_path / 'src')
+
+
+def test_special_missing_or_broken_source_is_a_one_line_error(tmp_path):
+  os.mkfifo(tmp_path / 'fifo.zip')
+  with pytest.raises(ValueError, match='is a FIFO: pass a folder'):
+    image_io.list_source(tmp_path / 'fifo.zip')
+  os.symlink('nowhere', tmp_path / 'dangling')
+  with pytest.raises(ValueError, match='does not exist'):
+    image_io.list_source(tmp_path / 'dangling')
+  (tmp_path / 'broken.zip').write_bytes(b'PK\x03\x04 not really')
+  with pytest.raises(ValueError, match='not a readable zip'):
+    image_io.list_source(tmp_path / 'broken.zip')
+
+
+def _zip_entry(z, name, data=b'', mode=None, **attrs):
+  info = zipfile.ZipInfo(name)
+  if mode is not None:
+    info.create_system = 3  # Unix: the mode is stored in external_attr.
+    info.external_attr = mode << 16
+  for k, v in attrs.items():
+    setattr(info, k, v)
+  z.writestr(info, data)
+
+
+def _patch_central_header(path, name, field_offset, value: bytes):
+  """Overwrites a field of `name`'s central-directory record in a zip."""
+  raw = bytearray(path.read_bytes())
+  start = 0
+  while True:
+    start = raw.index(b'PK\x01\x02', start)
+    n = int.from_bytes(raw[start + 28:start + 30], 'little')
+    if raw[start + 46:start + 46 + n] == name.encode():
+      break
+    start += 4
+  raw[start + field_offset:start + field_offset + len(value)] = value
+  path.write_bytes(bytes(raw))
+
+
+def test_zip_with_links_and_special_entries(tmp_path):
+  """The zip form: what a zip can hold of the folder form's bad kinds."""
+  zpath = tmp_path / 'weird.zip'
+  good = _encoded(_rgb(1, 20, 20), 'PNG')
+  bad_crc = _encoded(_rgb(2, 20, 20), 'PNG')
+  with zipfile.ZipFile(zpath, 'w') as z:
+    _zip_entry(z, 'good.png', good, mode=stat.S_IFREG | 0o644)
+    _zip_entry(z, 'plain.png', good)  # no Unix mode (e.g. made on Windows)
+    _zip_entry(z, 'link.png', b'good.png', mode=stat.S_IFLNK | 0o777)
+    _zip_entry(z, 'dirlink', b'..', mode=stat.S_IFLNK | 0o777)
+    _zip_entry(z, 'pipe.png', mode=stat.S_IFIFO | 0o644)
+    _zip_entry(z, 'chardev.png', mode=stat.S_IFCHR | 0o644)
+    _zip_entry(z, 'blockdev.png', mode=stat.S_IFBLK | 0o644)
+    _zip_entry(z, 'socket.png', mode=stat.S_IFSOCK | 0o644)
+    _zip_entry(z, 'folder_without_slash', mode=stat.S_IFDIR | 0o755)
+    _zip_entry(z, 'secret.png', good)
+    _zip_entry(z, 'bad_crc.png', bad_crc)
+    _zip_entry(z, 'aes.png', good)
+  raw = zpath.read_bytes()  # Flip one byte of bad_crc.png's stored data.
+  at = raw.index(bad_crc) + len(bad_crc) // 2
+  zpath.write_bytes(raw[:at] + bytes([raw[at] ^ 0xFF]) + raw[at + 1:])
+  _patch_central_header(zpath, 'secret.png', 8, b'\x01\x00')  # encrypted
+  _patch_central_header(zpath, 'aes.png', 10, b'\x63\x00')  # method 99
+  summary = _prepare('image_folder', zpath, tmp_path / 'tfds', 16)
+  assert summary['written'] == {'train': 2}
+  assert summary['skipped'] == {
+      image_io.ZIP_SYMLINK: 1, image_io.NOT_AN_IMAGE: 1, SPECIAL: 4,
+      image_io.ZIP_ENCRYPTED: 1, image_io.CORRUPT: 1, image_io.UNREADABLE: 1}
+  assert summary['skipped_examples'][image_io.NOT_AN_IMAGE] == ['dirlink']
+  assert summary['skipped_examples'][SPECIAL] == [
+      'blockdev.png', 'chardev.png', 'pipe.png', 'socket.png']
+  images = data.load_images(_cfg('image_folder', tmp_path / 'tfds', 16,
+                                 source=str(zpath)))
+  np.testing.assert_array_equal(images[0], _expected(good, 16))
+  np.testing.assert_array_equal(images[1], _expected(good, 16))
 
 
 # --- Interrupted and repeated builds -----------------------------------------
