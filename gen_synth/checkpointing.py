@@ -71,6 +71,10 @@ def restore_generator(workdir_or_manager, abstract_generator, step=None):
   step = manager.latest_step() if step is None else step
   if step is None:
     return None, None
+  # The generator item always has a 'fixed' collection (empty for models without
+  # fixed buffers, e.g. PixelFolder and CIPS), which their init does not return.
+  abstract_generator = dict(abstract_generator)
+  abstract_generator.setdefault("fixed", {})
   restored = manager.restore(step, args=ocp.args.Composite(
       generator=ocp.args.StandardRestore(abstract_generator)))
   return restored["generator"], step

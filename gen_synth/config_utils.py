@@ -65,6 +65,10 @@ def training_defaults(resolution: int) -> ml_collections.ConfigDict:
   c.style_mixing_prob = 0.0        # CREPS turns style mixing off
   c.ema_kimg = c.batch_size * 10 / 32   # ema_kimg = batch * 10 / 32
   c.ema_rampup = 0.05
+  # w_avg (truncation) tracking: 'g_phases' as the official CREPS mapping (updated on
+  # Gmain's and Greg's latents: training mode and not update_emas), 'd_phase' as
+  # StyleGAN2-ADA's (on Dmain's latents, update_emas=True).
+  c.w_avg_update = "g_phases"
   c.compute_dtype = "float32"      # 'bfloat16' for TPU/GPU compute, params stay f32
   c.fsdp = False                   # shard params over the data axis instead of replicating
   c.inject_nan_at_step = -1        # test hook: make the G loss NaN at this step

@@ -25,18 +25,19 @@ def r1_penalty(d_fn, real_images):
   return jnp.sum(jnp.square(grads), axis=(1, 2, 3)), logits
 
 
-def path_length(synthesis_fn, ws, noise_key):
+def path_length(synthesis_fn, ws, noise_key, noise=None):
   """Per-sample path lengths [B] of StyleGAN2's path-length regulariser.
 
   |J_w^T y|, y ~ N(0, 1) / sqrt(H W) image-shaped, summed over the w
   dimension, averaged over the num_ws copies, square-rooted. Returns the
-  lengths and the generated images.
+  lengths and the generated images. `noise` [B, H, W, 3] (N(0, 1), before the
+  1 / sqrt(H W) scale) replaces the draw from `noise_key` when given.
   """
   def project(ws):
     images = synthesis_fn(ws)
-    noise = jax.random.normal(noise_key, images.shape, images.dtype)
-    noise = noise / np.sqrt(images.shape[1] * images.shape[2])
-    return jnp.sum(images * noise), images
+    y = jax.random.normal(noise_key, images.shape, images.dtype) if noise is None else noise
+    noise_scaled = y.astype(images.dtype) / np.sqrt(images.shape[1] * images.shape[2])
+    return jnp.sum(images * noise_scaled), images
 
   grads, images = jax.grad(project, has_aux=True)(ws)
   lengths = jnp.sqrt(jnp.mean(jnp.sum(jnp.square(grads), axis=2), axis=1))
@@ -44,10 +45,14 @@ def path_length(synthesis_fn, ws, noise_key):
 
 
 def path_length_penalty(lengths, pl_mean, decay):
-  """((lengths - new_mean)^2 per sample, new_mean); new_mean = lerp(pl_mean, mean(lengths), decay)."""
+  """((lengths - new_mean)^2 per sample, new_mean); new_mean = lerp(pl_mean, mean(lengths), decay).
+
+  As the official StyleGAN2Loss, the penalty's gradient also flows through
+  new_mean (it depends on this batch's lengths with weight `decay`); the
+  returned running mean is detached.
+  """
   new_mean = pl_mean + (jnp.mean(lengths) - pl_mean) * decay
-  new_mean = jax.lax.stop_gradient(new_mean)
-  return jnp.square(lengths - new_mean), new_mean
+  return jnp.square(lengths - new_mean), jax.lax.stop_gradient(new_mean)
 
 
 def lazy_regularization_adam(lr, b1, b2, interval):

@@ -63,8 +63,8 @@ def ema_beta(train_config, step):
   return 0.5 ** (t.batch_size / jnp.maximum(ema_nimg, 1e-8))
 
 
-def _latents(key, batch, z_dim, batch_sharding):
-  z = jax.random.normal(key, (batch, z_dim), jnp.float32)
+def _latents(key, batch, z_dim, batch_sharding, given=None):
+  z = jax.random.normal(key, (batch, z_dim), jnp.float32) if given is None else given
   if batch_sharding is not None:
     z = jax.lax.with_sharding_constraint(z, batch_sharding)
   return z
@@ -72,7 +72,7 @@ def _latents(key, batch, z_dim, batch_sharding):
 
 def train_step(state: TrainState, real_images, root_key, *, generator, discriminator,
                train_config, g_tx, d_tx, do_pl: bool, do_r1: bool, batch_sharding=None,
-               inject_nan_at=-1, record: bool = False):
+               inject_nan_at=-1, record: bool = False, inputs=None):
   """One training iteration. real_images [B, R, R, 3] in [-1, 1] -> (state, metrics).
 
   With `record`, metrics["record"] also holds what each phase computed before its
@@ -80,7 +80,14 @@ def train_step(state: TrainState, real_images, root_key, *, generator, discrimin
   like the params; a phase not due this step is absent) and the per-sample
   values {"fake_logits_g" [B], "real_logits" [B], "fake_logits" [B],
   "pl_penalty" [B // pl_batch_shrink], "r1_penalty" [B]}. Tests compare these.
+
+  `inputs` (tests only; the training loop never passes it) supplies the random
+  draws of the step instead of the keys: {"z_gmain" [B, z_dim], "z_greg"
+  [B // pl_batch_shrink, z_dim], "z_dmain" [B, z_dim], "pl_noise"
+  [B // pl_batch_shrink, R, R, 3] (N(0, 1))}, so that one iteration can be
+  replayed on the official code's latents and noise.
   """
+  given = dict(inputs or {})
   t = train_config
   batch = real_images.shape[0]
   key = jax.random.fold_in(root_key, state.step)
@@ -93,8 +100,8 @@ def train_step(state: TrainState, real_images, root_key, *, generator, discrimin
     return {"params": params, "fixed": state.fixed,
             "stats": state.stats if stats is None else stats}
 
-  def mapping(params, z, mix_key, update_w_avg=False):
-    out = generator.apply(gen_vars(params), z, update_w_avg=update_w_avg,
+  def mapping(params, z, mix_key, update_w_avg=False, stats=None):
+    out = generator.apply(gen_vars(params, stats), z, update_w_avg=update_w_avg,
                           method="mapping", mutable=["stats"] if update_w_avg else False)
     ws, stats = out if update_w_avg else (out, None)
     if t.style_mixing_prob > 0:
@@ -113,14 +120,23 @@ def train_step(state: TrainState, real_images, root_key, *, generator, discrimin
     return discriminator.apply({"params": d_params}, images)
 
   # --- Gmain ---------------------------------------------------------------
+  # Where w_avg is tracked: 'g_phases' = the official CREPS mapping (it updates
+  # when training and not update_emas, i.e. on Gmain's and Greg's latents);
+  # 'd_phase' = StyleGAN2-ADA's (update_emas=True: on Dmain's latents).
+  w_avg_in_g = t.get("w_avg_update", "g_phases") == "g_phases"
+  stats = state.stats
+
   def g_main_loss(g_params):
-    z = _latents(keys[_GMAIN], batch, z_dim, batch_sharding)
-    ws, _ = mapping(g_params, z, jax.random.fold_in(keys[_MIX], 0))
+    z = _latents(keys[_GMAIN], batch, z_dim, batch_sharding, given.get("z_gmain"))
+    ws, new_stats = mapping(g_params, z, jax.random.fold_in(keys[_MIX], 0), w_avg_in_g)
     fake = synthesis(g_params, ws, jax.random.fold_in(keys[_NOISE], 0))
     logits = d_apply(state.d_params, fake)
-    return losses.generator_loss(logits), logits
+    return losses.generator_loss(logits), (logits, new_stats)
 
-  (g_loss, fake_logits_g), g_grads = jax.value_and_grad(g_main_loss, has_aux=True)(state.g_params)
+  (g_loss, (fake_logits_g, new_stats)), g_grads = jax.value_and_grad(
+      g_main_loss, has_aux=True)(state.g_params)
+  if w_avg_in_g:
+    stats = jax.lax.stop_gradient(new_stats["stats"])
   if inject_nan_at >= 0:   # test hook: a NaN loss at one step
     g_loss = jnp.where(state.step == inject_nan_at, jnp.nan, g_loss)
     g_grads = jax.tree.map(lambda g: g * jnp.where(state.step == inject_nan_at, jnp.nan, 1.0),
@@ -137,26 +153,30 @@ def train_step(state: TrainState, real_images, root_key, *, generator, discrimin
     pl_batch = max(batch // t.pl_batch_shrink, 1)
 
     def g_pl_loss(g_params):
-      z = _latents(keys[_GREG], pl_batch, z_dim, batch_sharding)
-      ws, _ = mapping(g_params, z, jax.random.fold_in(keys[_MIX], 1))
+      z = _latents(keys[_GREG], pl_batch, z_dim, batch_sharding, given.get("z_greg"))
+      ws, pl_stats = mapping(g_params, z, jax.random.fold_in(keys[_MIX], 1), w_avg_in_g, stats)
       lengths, _ = losses.path_length(
           lambda w: synthesis(g_params, w, jax.random.fold_in(keys[_NOISE], 1)),
-          ws, keys[_PL_NOISE])
+          ws, keys[_PL_NOISE], given.get("pl_noise"))
       penalty, new_mean = losses.path_length_penalty(lengths, state.pl_mean, t.pl_decay)
-      return jnp.mean(penalty) * t.pl_weight * t.pl_interval, (penalty, new_mean)
+      return jnp.mean(penalty) * t.pl_weight * t.pl_interval, (penalty, new_mean, pl_stats)
 
-    (pl_loss, (pl_penalty, pl_mean)), pl_grads = jax.value_and_grad(
+    (pl_loss, (pl_penalty, pl_mean, pl_stats)), pl_grads = jax.value_and_grad(
         g_pl_loss, has_aux=True)(g_params)
+    if w_avg_in_g:
+      stats = jax.lax.stop_gradient(pl_stats["stats"])
     updates, g_opt = g_tx.update(pl_grads, g_opt, g_params)
     g_params = optax.apply_updates(g_params, updates)
     metrics.update(pl_penalty=jnp.mean(pl_penalty), pl_mean=pl_mean,
                    pl_grad_norm=optax.tree.norm(pl_grads))
     recorded["grads"]["g_pl"], recorded["pl_penalty"] = pl_grads, pl_penalty
 
-  # --- Dmain (w_avg is tracked on these latents) ---------------------------
-  z = _latents(keys[_DMAIN], batch, z_dim, batch_sharding)
-  ws, new_stats = mapping(g_params, z, jax.random.fold_in(keys[_MIX], 2), update_w_avg=True)
-  stats = new_stats["stats"]
+  # --- Dmain ----------------------------------------------------------------
+  z = _latents(keys[_DMAIN], batch, z_dim, batch_sharding, given.get("z_dmain"))
+  ws, new_stats = mapping(g_params, z, jax.random.fold_in(keys[_MIX], 2),
+                          not w_avg_in_g, stats)
+  if not w_avg_in_g:
+    stats = new_stats["stats"]
   fake = jax.lax.stop_gradient(synthesis(g_params, ws, jax.random.fold_in(keys[_NOISE], 2)))
 
   def d_main_loss(d_params):

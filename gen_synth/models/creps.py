@@ -73,6 +73,7 @@ class CREPS(interface.GeneratorInterface, nn.Module):
   biline_channels: int = 32
   bandwidth: float = 10.0
   fc_clamp: Optional[float] = 256.0
+  refine_clamp: Optional[float] = 256.0    # the official refinement blocks hard-wire 256
   decoder_widths: Sequence[int] = (64, 128, 64, 32)
   refine_channels: Sequence[int] = (128, 64)
   biline: bool = True
@@ -122,7 +123,7 @@ class CREPS(interface.GeneratorInterface, nn.Module):
           dtype=self.dtype, name="decoder_last")
     self.decoder_img = layers.EqualDense(3, dtype=self.dtype, name="decoder_img")
     self.refine = [
-        SynthesisBlock(ch, 3, clamp=self.fc_clamp, dtype=self.dtype, name=f"refine{i}")
+        SynthesisBlock(ch, 3, clamp=self.refine_clamp, dtype=self.dtype, name=f"refine{i}")
         for i, ch in enumerate(self.refine_channels)]
 
   # --- the generator interface (mapping, __call__: interface.GeneratorInterface)

@@ -1,0 +1,1 @@
+"""Readers and name tables for the official PyTorch checkpoints (CREPS, PixelFolder, CIPS)."""
