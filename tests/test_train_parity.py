@@ -32,8 +32,10 @@ summation order differs between PyTorch and XLA):
   by +-lr depending on rounding. Elements are compared only where every gradient
   that moved them is not near zero (> 1e-3 of the tensor's largest) and agrees
   with gen_synth's to 1e-2 (see _masked_compare), within 2 % of one Adam step
+  (3.2e-5; measured G 3.3e-6, D 8.6e-6) and G_ema within 1e-5 (measured 1.9e-6),
   plus 2e-7 relative (float32 storage of weights up to ~100); at least half of
-  the elements must be compared. w_avg: 1e-5 relative.
+  the elements must be compared (measured 75 % of G, 89-93 % of D). w_avg: 1e-5
+  relative (measured 6.6e-7).
 """
 
 import os
@@ -55,6 +57,7 @@ GRAD_RTOL = 1e-4
 GRAD_FLOOR = 1e-7      # x the phase's largest gradient norm (see test_every_gradient_...)
 ADAM_STEP = 0.002 * 4 / 5   # G's lr with the lazy-regularisation ratio (D's: 0.002 * 16 / 17)
 PARAM_ATOL = 2e-2 * ADAM_STEP
+EMA_ATOL = 1e-5         # G_ema (the issue's bar; measured 1.9e-6)
 PARAM_RTOL = 2e-7       # float32 rounding of the stored value (mapping weights are ~100)
 NEAR_ZERO = 1e-3
 ELEMENT_RTOL = 1e-2
@@ -204,7 +207,7 @@ def test_every_gradient_equals_official(replay, phase, network, key):
   assert not bad, f"{phase}: " + "; ".join(bad[:8])
 
 
-def _masked_compare(got, want, official_grads, own_grads, what):
+def _masked_compare(got, want, official_grads, own_grads, what, atol=None):
   """Compares parameters where every gradient that moved an element agrees.
 
   An element is compared when, for each phase that stepped it, the official
@@ -233,7 +236,7 @@ def _masked_compare(got, want, official_grads, own_grads, what):
     excess = (np.abs(g - w) - PARAM_RTOL * np.abs(w))[mask]
     err = excess.max() if mask.any() else 0.0
     compared, total = compared + mask.sum(), total + mask.size
-    if err > PARAM_ATOL:
+    if err > (PARAM_ATOL if atol is None else atol):
       bad.append(f"{name}: {err:.3g}")
   assert not bad, f"{what}: " + "; ".join(bad[:8])
   assert compared >= MIN_COMPARED * total, f"{what}: only {compared}/{total} compared"
@@ -253,7 +256,7 @@ def test_parameters_after_adam_and_ema_equal_official(replay):
                   d_grads, d_own, "D after Dmain + Dreg Adam steps")
   ema = {k[len("G_ema_after/"):]: v for k, v in ref.items() if k.startswith("G_ema_after/")}
   _masked_compare(new.g_ema_params, _official_tree(replay, "G", ema), g_grads, g_own,
-                  "G_ema after EMA")
+                  "G_ema after EMA", atol=EMA_ATOL)
   assert int(new.step) == int(ref["start_step"]) + 1
   assert int(new.g_opt[0].count) == 2 and int(new.d_opt[0].count) == 2   # two steps each
 
