@@ -63,6 +63,14 @@ def save(manager: ocp.CheckpointManager, step: int, generator: Any,
   return saved
 
 
+def split_train_state(state):
+  """A train_steps.TrainState -> (generator item, train item), the checkpoint layout above."""
+  generator = {"params": state.g_ema_params, "fixed": state.fixed, "stats": state.stats}
+  train = {"step": state.step, "g_params": state.g_params, "d_params": state.d_params,
+           "g_opt": state.g_opt, "d_opt": state.d_opt, "pl_mean": state.pl_mean}
+  return generator, train
+
+
 def restore_generator(workdir_or_manager, abstract_generator, step=None):
   """G_ema variables of `step` (default: latest) shaped like `abstract_generator`."""
   manager = workdir_or_manager

@@ -140,9 +140,10 @@ def channel_table(widths: Dict[int, int], what: str):
   return base, cmax
 
 
-def _count(sd, fmt):
+def _count(sd, fmt, first=0):
+  """How many of fmt.format(first), fmt.format(first + 1), ... are in `sd`, consecutively."""
   n = 0
-  while fmt.format(n) in sd:
+  while fmt.format(first + n) in sd:
     n += 1
   return n
 
@@ -163,9 +164,7 @@ def _model(name, resolution, sd, mapping_fmt, first) -> ml_collections.ConfigDic
   mapping_fmt: the official name of mapping layer i's weight ('mapping.fc{}.weight',
   numbered from `first`).
   """
-  layers = 0
-  while mapping_fmt.format(first + layers) in sd:
-    layers += 1
+  layers = _count(sd, mapping_fmt, first)
   m = ml_collections.ConfigDict()
   m.name = name
   m.dtype = "float32"
@@ -268,7 +267,7 @@ def d_config(nets: OfficialNetworks, resolution: int) -> ml_collections.ConfigDi
     clamp = kw.get("conv_clamp")
     d.conv_clamp = None if clamp is None else float(clamp)
   else:
-    n = sum(1 for k in range(1, 16) if f"convs.{k}.conv1.0.weight" in sd)
+    n = _count(sd, "convs.{}.conv1.0.weight", first=1)
     res = 2 ** (n + 2)
     widths = {res: _shape(sd, "convs.0.0.weight", 0), 4: _shape(sd, "final_conv.0.weight", 0)}
     widths.update({res // 2 ** k: _shape(sd, f"convs.{k}.conv2.1.weight", 0)
@@ -329,10 +328,6 @@ def discriminator_table(config, model_name):
   return discriminator_tables.rosinality_table(d.resolution, c4)
 
 
-def _without_w_avg(sd):
-  return {k: v for k, v in sd.items() if k != "mapping.w_avg"}
-
-
 def convert(nets: OfficialNetworks, config, w_avg_samples: int = 4096):
   """(G_ema variables, G params | None, D params | None) in gen_synth's layout."""
   model = sampling.build_model(config)
@@ -377,11 +372,11 @@ def write_run(workdir, config, g_ema, g=None, d=None) -> None:
     r = config.discriminator.resolution
     d = jax.jit(disc.init)(jax.random.PRNGKey(config.train.seed),
                            jnp.zeros((4, r, r, 3), jnp.float32))["params"]
-  generator_item = {"params": g_ema["params"], "fixed": g_ema.get("fixed", {}),
-                    "stats": g_ema["stats"]}
-  train_item = {"step": np.zeros((), np.int32), "g_params": g_params, "d_params": d,
-                "g_opt": g_tx.init(g_params), "d_opt": d_tx.init(d),
-                "pl_mean": np.zeros((), np.float32)}
+  state = train_steps.TrainState(
+      step=np.zeros((), np.int32), g_params=g_params, g_ema_params=g_ema["params"],
+      d_params=d, g_opt=g_tx.init(g_params), d_opt=d_tx.init(d),
+      fixed=g_ema.get("fixed", {}), stats=g_ema["stats"], pl_mean=np.zeros((), np.float32))
+  generator_item, train_item = checkpointing.split_train_state(state)
   checkpointing.write_config(workdir, config)
   manager = checkpointing.checkpoint_manager(workdir, max_to_keep=None)
   checkpointing.save(manager, 0, generator_item, train_item,

@@ -56,11 +56,7 @@ def build_models(config):
   return generator, discriminator
 
 
-def _split_for_checkpoint(state: train_steps.TrainState):
-  generator = {"params": state.g_ema_params, "fixed": state.fixed, "stats": state.stats}
-  train = {"step": state.step, "g_params": state.g_params, "d_params": state.d_params,
-           "g_opt": state.g_opt, "d_opt": state.d_opt, "pl_mean": state.pl_mean}
-  return generator, train
+_split_for_checkpoint = checkpointing.split_train_state
 
 
 def _join_from_checkpoint(generator, train) -> train_steps.TrainState:

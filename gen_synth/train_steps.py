@@ -136,7 +136,7 @@ def train_step(state: TrainState, real_images, root_key, *, generator, discrimin
   (g_loss, (fake_logits_g, new_stats)), g_grads = jax.value_and_grad(
       g_main_loss, has_aux=True)(state.g_params)
   if w_avg_in_g:
-    stats = jax.lax.stop_gradient(new_stats["stats"])
+    stats = new_stats["stats"]
   if inject_nan_at >= 0:   # test hook: a NaN loss at one step
     g_loss = jnp.where(state.step == inject_nan_at, jnp.nan, g_loss)
     g_grads = jax.tree.map(lambda g: g * jnp.where(state.step == inject_nan_at, jnp.nan, 1.0),
@@ -164,7 +164,7 @@ def train_step(state: TrainState, real_images, root_key, *, generator, discrimin
     (pl_loss, (pl_penalty, pl_mean, pl_stats)), pl_grads = jax.value_and_grad(
         g_pl_loss, has_aux=True)(g_params)
     if w_avg_in_g:
-      stats = jax.lax.stop_gradient(pl_stats["stats"])
+      stats = pl_stats["stats"]
     updates, g_opt = g_tx.update(pl_grads, g_opt, g_params)
     g_params = optax.apply_updates(g_params, updates)
     metrics.update(pl_penalty=jnp.mean(pl_penalty), pl_mean=pl_mean,
