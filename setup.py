@@ -32,7 +32,9 @@ INSTALL_REQUIRES = [
 ]
 
 EXTRAS = {
-    "test": ["pytest>=8", "pytest-xdist>=3.5"],
+    # tests/test_notebooks.py runs experiments/notebooks/*.ipynb on a Jupyter kernel.
+    "test": ["pytest>=8", "pytest-xdist>=3.5", "nbclient>=0.10", "nbformat>=5.9",
+             "ipykernel>=6.29"],
     # Accelerator builds of jaxlib for pod users.
     "tpu": ["jax[tpu]>=0.10.0,<0.11"],
     "cuda": ["jax[cuda12]>=0.10.0,<0.11"],

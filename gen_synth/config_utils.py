@@ -79,7 +79,11 @@ def discriminator_defaults(resolution: int) -> ml_collections.ConfigDict:
   """StyleGAN2 residual D as CREPS trains it: cbase 32768, cmax 512 (not doubled)."""
   return ml_collections.ConfigDict(dict(
       resolution=resolution, channel_base=32768, channel_max=512,
-      mbstd_group_size=4, mbstd_num_channels=1, conv_clamp=256.0))
+      mbstd_group_size=4, mbstd_num_channels=1, conv_clamp=256.0,
+      # How D's convolutions and their gradients of every order run
+      # (models/conv_ops.py): 'auto' = shifted-GEMM weight gradients on CPU,
+      # XLA's convolution gradients on GPU/TPU; 'xla' | 'gemm' to force one.
+      conv_impl="auto"))
 
 
 def rosinality_training(config: ml_collections.ConfigDict, batch_size: int) -> None:

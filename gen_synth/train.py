@@ -107,7 +107,13 @@ def _transfer_from(source_workdir, state, abstract_gen, abstract_train):
 # --- the compiled step -------------------------------------------------------
 
 class CompiledSteps:
-  """jit-compiled train steps, one per (path-length due, R1 due) combination."""
+  """The train step as separately jit-compiled phases (`train_steps.PHASES`).
+
+  Each phase (Gmain, Greg, Dmain, Dreg, EMA + step) is compiled once, whatever
+  the combination of lazy regularisers a step runs: compiling whole-step
+  variants would compile Gmain and Dmain four times. Each call donates the
+  state, so the phases update it in place.
+  """
 
   def __init__(self, config, generator, discriminator, g_tx, d_tx, mesh, state_shardings,
                record=False):
@@ -126,14 +132,20 @@ class CompiledSteps:
     do_r1 = bool(t.r1_gamma) and step % t.r1_interval == 0
     return do_pl, do_r1
 
+  def phase(self, name: str):
+    """The jitted phase `name`: (state, images, root_key) -> (state, metrics)."""
+    if name not in self._cache:
+      fn = functools.partial(train_steps.run_phase, name, **self._kwargs)
+      self._cache[name] = jax.jit(fn, in_shardings=self._in, out_shardings=self._out,
+                                  donate_argnums=0)
+    return self._cache[name]
+
   def __call__(self, step: int, state, images, root_key):
-    flags = self.due(step)
-    if flags not in self._cache:
-      fn = functools.partial(train_steps.train_step, do_pl=flags[0], do_r1=flags[1],
-                             **self._kwargs)
-      self._cache[flags] = jax.jit(fn, in_shardings=self._in, out_shardings=self._out,
-                                   donate_argnums=0)
-    return self._cache[flags](state, images, root_key)
+    phase_metrics = []
+    for name in train_steps.due_phases(*self.due(step)):
+      state, metrics = self.phase(name)(state, images, root_key)
+      phase_metrics.append(metrics)
+    return state, train_steps.merge_metrics(phase_metrics)
 
 
 # --- periodic hooks ----------------------------------------------------------

@@ -8,7 +8,9 @@ One iteration, as StyleGAN2-ADA's training loop runs its phases:
   EMA    G_ema <- G + (G_ema - G) * 0.5 ** (batch / ema_nimg)
 Main and regularisation phases share one Adam per network, whose lr and betas
 carry the lazy-regularisation adjustment. Each phase draws its own latents
-from fold_in(fold_in(root_key, step), phase).
+from fold_in(fold_in(root_key, step), phase). `run_phase` is one phase;
+`train_step` runs the due phases in one function (tests, parity); the loop
+compiles each phase once (`train.CompiledSteps`).
 """
 
 import functools
@@ -70,10 +72,22 @@ def _latents(key, batch, z_dim, batch_sharding, given=None):
   return z
 
 
+PHASES = ("g_main", "g_pl", "d_main", "d_r1", "finish")
+
+
+def due_phases(do_pl: bool, do_r1: bool):
+  """The phases one iteration runs, in the official order."""
+  return tuple(p for p in PHASES if (p != "g_pl" or do_pl) and (p != "d_r1" or do_r1))
+
+
 def train_step(state: TrainState, real_images, root_key, *, generator, discriminator,
                train_config, g_tx, d_tx, do_pl: bool, do_r1: bool, batch_sharding=None,
                inject_nan_at=-1, record: bool = False, inputs=None):
   """One training iteration. real_images [B, R, R, 3] in [-1, 1] -> (state, metrics).
+
+  The phases of `due_phases(do_pl, do_r1)` run one after the other
+  (`run_phase`); the training loop jits each phase on its own instead
+  (`train.CompiledSteps`), with the same numbers up to float rounding.
 
   With `record`, metrics["record"] also holds what each phase computed before its
   optimiser step: the gradients {"g_main", "g_pl", "d_main", "d_r1"} (pytrees
@@ -87,21 +101,59 @@ def train_step(state: TrainState, real_images, root_key, *, generator, discrimin
   [B // pl_batch_shrink, R, R, 3] (N(0, 1))}, so that one iteration can be
   replayed on the official code's latents and noise.
   """
+  kwargs = dict(generator=generator, discriminator=discriminator, train_config=train_config,
+                g_tx=g_tx, d_tx=d_tx, batch_sharding=batch_sharding,
+                inject_nan_at=inject_nan_at, record=record, inputs=inputs)
+  phase_metrics = []
+  for phase in due_phases(do_pl, do_r1):
+    state, m = run_phase(phase, state, real_images, root_key, **kwargs)
+    phase_metrics.append(m)
+  return state, merge_metrics(phase_metrics)
+
+
+def merge_metrics(phase_metrics):
+  """The metrics of one iteration's phases -> one dict with 'finite' (and 'record')."""
+  metrics, recorded = {}, {"grads": {}}
+  finite = []
+  for m in phase_metrics:
+    m = dict(m)
+    finite.append(m.pop("finite"))
+    rec = m.pop("record", None)
+    if rec is not None:
+      recorded["grads"].update(rec.pop("grads", {}))
+      recorded.update(rec)
+    metrics.update(m)
+  metrics["finite"] = jnp.all(jnp.stack(finite))
+  if any("record" in m for m in phase_metrics):
+    metrics["record"] = recorded
+  return metrics
+
+
+def run_phase(phase: str, state: TrainState, real_images, root_key, *, generator,
+              discriminator, train_config, g_tx, d_tx, batch_sharding=None,
+              inject_nan_at=-1, record: bool = False, inputs=None):
+  """One phase of the iteration at `state.step` -> (state, metrics of this phase).
+
+  g_main, g_pl and d_main/d_r1 update G's and D's params and Adam states (and
+  w_avg, pl_mean); 'finish' applies the EMA and advances the step. Each phase
+  draws its latents from fold_in(fold_in(root_key, step), purpose), so running
+  the phases one jit at a time or all in one gives the same draws.
+  metrics["finite"]: every metric of this phase is finite.
+  """
   given = dict(inputs or {})
   t = train_config
   batch = real_images.shape[0]
   key = jax.random.fold_in(root_key, state.step)
   keys = [jax.random.fold_in(key, i) for i in range(8)]
   num_ws, z_dim = generator.num_ws, generator.z_dim
-  metrics = {}
-  recorded = {"grads": {}}
+  metrics, recorded = {}, {"grads": {}}
 
   def gen_vars(params, stats=None):
     return {"params": params, "fixed": state.fixed,
             "stats": state.stats if stats is None else stats}
 
-  def mapping(params, z, mix_key, update_w_avg=False, stats=None):
-    out = generator.apply(gen_vars(params, stats), z, update_w_avg=update_w_avg,
+  def mapping(params, z, mix_key, update_w_avg=False):
+    out = generator.apply(gen_vars(params), z, update_w_avg=update_w_avg,
                           method="mapping", mutable=["stats"] if update_w_avg else False)
     ws, stats = out if update_w_avg else (out, None)
     if t.style_mixing_prob > 0:
@@ -119,104 +171,107 @@ def train_step(state: TrainState, real_images, root_key, *, generator, discrimin
   def d_apply(d_params, images):
     return discriminator.apply({"params": d_params}, images)
 
-  # --- Gmain ---------------------------------------------------------------
   # Where w_avg is tracked: 'g_phases' = the official CREPS mapping (it updates
   # when training and not update_emas, i.e. on Gmain's and Greg's latents);
   # 'd_phase' = StyleGAN2-ADA's (update_emas=True: on Dmain's latents).
   w_avg_in_g = t.get("w_avg_update", "g_phases") == "g_phases"
-  stats = state.stats
 
-  def g_main_loss(g_params):
-    z = _latents(keys[_GMAIN], batch, z_dim, batch_sharding, given.get("z_gmain"))
-    ws, new_stats = mapping(g_params, z, jax.random.fold_in(keys[_MIX], 0), w_avg_in_g)
-    fake = synthesis(g_params, ws, jax.random.fold_in(keys[_NOISE], 0))
-    logits = d_apply(state.d_params, fake)
-    return losses.generator_loss(logits), (logits, new_stats)
+  if phase == "g_main":
+    # Gmain: G <- Adam(softplus(-D(G(z))))
+    def g_main_loss(g_params):
+      z = _latents(keys[_GMAIN], batch, z_dim, batch_sharding, given.get("z_gmain"))
+      ws, new_stats = mapping(g_params, z, jax.random.fold_in(keys[_MIX], 0), w_avg_in_g)
+      fake = synthesis(g_params, ws, jax.random.fold_in(keys[_NOISE], 0))
+      logits = d_apply(state.d_params, fake)
+      return losses.generator_loss(logits), (logits, new_stats)
 
-  (g_loss, (fake_logits_g, new_stats)), g_grads = jax.value_and_grad(
-      g_main_loss, has_aux=True)(state.g_params)
-  if w_avg_in_g:
-    stats = new_stats["stats"]
-  if inject_nan_at >= 0:   # test hook: a NaN loss at one step
-    g_loss = jnp.where(state.step == inject_nan_at, jnp.nan, g_loss)
-    g_grads = jax.tree.map(lambda g: g * jnp.where(state.step == inject_nan_at, jnp.nan, 1.0),
-                           g_grads)
-  updates, g_opt = g_tx.update(g_grads, state.g_opt, state.g_params)
-  g_params = optax.apply_updates(state.g_params, updates)
-  metrics.update(g_loss=g_loss, g_grad_norm=optax.tree.norm(g_grads),
-                 fake_logits_g=jnp.mean(fake_logits_g))
-  recorded["grads"]["g_main"], recorded["fake_logits_g"] = g_grads, fake_logits_g
+    (g_loss, (fake_logits_g, new_stats)), g_grads = jax.value_and_grad(
+        g_main_loss, has_aux=True)(state.g_params)
+    if inject_nan_at >= 0:   # test hook: a NaN loss at one step
+      g_loss = jnp.where(state.step == inject_nan_at, jnp.nan, g_loss)
+      g_grads = jax.tree.map(
+          lambda g: g * jnp.where(state.step == inject_nan_at, jnp.nan, 1.0), g_grads)
+    updates, g_opt = g_tx.update(g_grads, state.g_opt, state.g_params)
+    state = state.replace(g_params=optax.apply_updates(state.g_params, updates), g_opt=g_opt,
+                          stats=new_stats["stats"] if w_avg_in_g else state.stats)
+    metrics.update(g_loss=g_loss, g_grad_norm=optax.tree.norm(g_grads),
+                   fake_logits_g=jnp.mean(fake_logits_g))
+    recorded["grads"]["g_main"], recorded["fake_logits_g"] = g_grads, fake_logits_g
 
-  # --- Greg: path length ---------------------------------------------------
-  pl_mean = state.pl_mean
-  if do_pl:
+  elif phase == "g_pl":
+    # Greg: G <- Adam(pl_weight * pl_interval * (|J^T y| - a)^2)
     pl_batch = max(batch // t.pl_batch_shrink, 1)
 
     def g_pl_loss(g_params):
       z = _latents(keys[_GREG], pl_batch, z_dim, batch_sharding, given.get("z_greg"))
-      ws, pl_stats = mapping(g_params, z, jax.random.fold_in(keys[_MIX], 1), w_avg_in_g, stats)
+      ws, pl_stats = mapping(g_params, z, jax.random.fold_in(keys[_MIX], 1), w_avg_in_g)
       lengths, _ = losses.path_length(
           lambda w: synthesis(g_params, w, jax.random.fold_in(keys[_NOISE], 1)),
           ws, keys[_PL_NOISE], given.get("pl_noise"))
       penalty, new_mean = losses.path_length_penalty(lengths, state.pl_mean, t.pl_decay)
       return jnp.mean(penalty) * t.pl_weight * t.pl_interval, (penalty, new_mean, pl_stats)
 
-    (pl_loss, (pl_penalty, pl_mean, pl_stats)), pl_grads = jax.value_and_grad(
-        g_pl_loss, has_aux=True)(g_params)
-    if w_avg_in_g:
-      stats = pl_stats["stats"]
-    updates, g_opt = g_tx.update(pl_grads, g_opt, g_params)
-    g_params = optax.apply_updates(g_params, updates)
+    (_, (pl_penalty, pl_mean, pl_stats)), pl_grads = jax.value_and_grad(
+        g_pl_loss, has_aux=True)(state.g_params)
+    updates, g_opt = g_tx.update(pl_grads, state.g_opt, state.g_params)
+    state = state.replace(g_params=optax.apply_updates(state.g_params, updates), g_opt=g_opt,
+                          pl_mean=pl_mean,
+                          stats=pl_stats["stats"] if w_avg_in_g else state.stats)
     metrics.update(pl_penalty=jnp.mean(pl_penalty), pl_mean=pl_mean,
                    pl_grad_norm=optax.tree.norm(pl_grads))
     recorded["grads"]["g_pl"], recorded["pl_penalty"] = pl_grads, pl_penalty
 
-  # --- Dmain ----------------------------------------------------------------
-  z = _latents(keys[_DMAIN], batch, z_dim, batch_sharding, given.get("z_dmain"))
-  ws, new_stats = mapping(g_params, z, jax.random.fold_in(keys[_MIX], 2),
-                          not w_avg_in_g, stats)
-  if not w_avg_in_g:
-    stats = new_stats["stats"]
-  fake = jax.lax.stop_gradient(synthesis(g_params, ws, jax.random.fold_in(keys[_NOISE], 2)))
+  elif phase == "d_main":
+    # Dmain: D <- Adam(softplus(D(G(z))) + softplus(-D(x)))
+    z = _latents(keys[_DMAIN], batch, z_dim, batch_sharding, given.get("z_dmain"))
+    ws, new_stats = mapping(state.g_params, z, jax.random.fold_in(keys[_MIX], 2),
+                            not w_avg_in_g)
+    if not w_avg_in_g:
+      state = state.replace(stats=new_stats["stats"])
+    fake = jax.lax.stop_gradient(
+        synthesis(state.g_params, ws, jax.random.fold_in(keys[_NOISE], 2)))
 
-  def d_main_loss(d_params):
-    fake_logits = d_apply(d_params, fake)
-    real_logits = d_apply(d_params, real_images)
-    return losses.discriminator_loss(real_logits, fake_logits), (real_logits, fake_logits)
+    def d_main_loss(d_params):
+      fake_logits = d_apply(d_params, fake)
+      real_logits = d_apply(d_params, real_images)
+      return losses.discriminator_loss(real_logits, fake_logits), (real_logits, fake_logits)
 
-  (d_loss, (real_logits, fake_logits)), d_grads = jax.value_and_grad(
-      d_main_loss, has_aux=True)(state.d_params)
-  updates, d_opt = d_tx.update(d_grads, state.d_opt, state.d_params)
-  d_params = optax.apply_updates(state.d_params, updates)
-  metrics.update(d_loss=d_loss, d_grad_norm=optax.tree.norm(d_grads),
-                 real_logits=jnp.mean(real_logits), fake_logits=jnp.mean(fake_logits))
-  recorded["grads"]["d_main"] = d_grads
-  recorded.update(real_logits=real_logits, fake_logits=fake_logits)
+    (d_loss, (real_logits, fake_logits)), d_grads = jax.value_and_grad(
+        d_main_loss, has_aux=True)(state.d_params)
+    updates, d_opt = d_tx.update(d_grads, state.d_opt, state.d_params)
+    state = state.replace(d_params=optax.apply_updates(state.d_params, updates), d_opt=d_opt)
+    metrics.update(d_loss=d_loss, d_grad_norm=optax.tree.norm(d_grads),
+                   real_logits=jnp.mean(real_logits), fake_logits=jnp.mean(fake_logits))
+    recorded["grads"]["d_main"] = d_grads
+    recorded.update(real_logits=real_logits, fake_logits=fake_logits)
 
-  # --- Dreg: R1 --------------------------------------------------------------
-  if do_r1:
+  elif phase == "d_r1":
+    # Dreg: D <- Adam(gamma / 2 * r1_interval * |grad D(x)|^2)
     def d_r1_loss(d_params):
       penalty, _ = losses.r1_penalty(lambda x: d_apply(d_params, x), real_images)
       return jnp.mean(penalty) * (t.r1_gamma / 2) * t.r1_interval, penalty
 
-    (_, r1), r1_grads = jax.value_and_grad(d_r1_loss, has_aux=True)(d_params)
-    updates, d_opt = d_tx.update(r1_grads, d_opt, d_params)
-    d_params = optax.apply_updates(d_params, updates)
+    (_, r1), r1_grads = jax.value_and_grad(d_r1_loss, has_aux=True)(state.d_params)
+    updates, d_opt = d_tx.update(r1_grads, state.d_opt, state.d_params)
+    state = state.replace(d_params=optax.apply_updates(state.d_params, updates), d_opt=d_opt)
     metrics.update(r1_penalty=jnp.mean(r1), r1_grad_norm=optax.tree.norm(r1_grads))
     recorded["grads"]["d_r1"], recorded["r1_penalty"] = r1_grads, r1
 
-  # --- EMA -------------------------------------------------------------------
-  beta = ema_beta(t, state.step)
-  g_ema_params = jax.tree.map(lambda p, e: p + (e - p) * beta, g_params, state.g_ema_params)
-  metrics.update(ema_beta=beta, g_param_norm=optax.tree.norm(g_params))
+  elif phase == "finish":
+    # EMA: G_ema <- G + (G_ema - G) * beta; then the next step.
+    beta = ema_beta(t, state.step)
+    g_ema_params = jax.tree.map(lambda p, e: p + (e - p) * beta, state.g_params,
+                                state.g_ema_params)
+    state = state.replace(step=state.step + 1, g_ema_params=g_ema_params)
+    metrics.update(ema_beta=beta, g_param_norm=optax.tree.norm(state.g_params))
+
+  else:
+    raise ValueError(f"phase must be one of {PHASES}, got {phase!r}")
+
   metrics["finite"] = jnp.all(jnp.stack([jnp.all(jnp.isfinite(v)) for v in metrics.values()]))
   if record:
     metrics["record"] = recorded
-
-  new_state = state.replace(step=state.step + 1, g_params=g_params, g_ema_params=g_ema_params,
-                            d_params=d_params, g_opt=g_opt, d_opt=d_opt, stats=stats,
-                            pl_mean=pl_mean)
-  return new_state, metrics
+  return state, metrics
 
 
 def init_state(generator, discriminator, g_tx, d_tx, key, resolution) -> TrainState:

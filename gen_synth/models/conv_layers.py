@@ -23,6 +23,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from gen_synth.models import conv_ops
 from gen_synth.models import layers
 
 Dtype = layers.Dtype
@@ -57,22 +58,41 @@ def fir_filter(x, kernel, up: int = 1, down: int = 1,
   (y0, y1, x0, x1) pads (or crops, if negative) the upsampled signal; the
   kernel (1-D taps or 2-D, normalised to sum 1, times `gain`) is applied as a
   true convolution (flipped), per channel; then every `down`-th sample is kept.
-  The filter runs as one depthwise convolution, so it is a convolution for
-  `gen_synth.cost` too (as upfirdn2d's conv2d call is for PyTorch's counter).
+
+  A 1-D kernel without upsampling (the discriminator's blur) runs as two
+  separable passes of shifted multiply-adds: XLA:CPU runs depthwise
+  convolutions (`feature_group_count=C`) slowly, and R1 differentiates them
+  twice. Everything else (the generators' 2x upsampling) runs as one depthwise
+  convolution, so it is a convolution for `gen_synth.cost` too (as
+  upfirdn2d's conv2d call is for PyTorch's counter).
   """
   if isinstance(padding, int):
     padding = (padding, padding)
   y0, y1, x0, x1 = _pads(padding)
-  k = make_fir_kernel(kernel) * gain
-  k = np.ascontiguousarray(k[::-1, ::-1])                  # flip: convolution
-  c = x.shape[-1]
   zero = jnp.zeros((), x.dtype)
   x = jax.lax.pad(x, zero, [(0, 0, 0), (y0, y1 + up - 1, up - 1),
                             (x0, x1 + up - 1, up - 1), (0, 0, 0)])
+  if np.ndim(kernel) == 1 and up == 1:
+    taps = np.asarray(kernel, np.float64)[::-1] / np.sum(kernel)   # flip: convolution
+    x = _fir_1d(x, taps * gain, axis=1, down=down)
+    return _fir_1d(x, taps, axis=2, down=down)
+  k = make_fir_kernel(kernel) * gain
+  k = np.ascontiguousarray(k[::-1, ::-1])                  # flip: convolution
+  c = x.shape[-1]
   w = jnp.broadcast_to(jnp.asarray(k, x.dtype)[:, :, None, None], k.shape + (1, c))
   return jax.lax.conv_general_dilated(
       x, w, window_strides=(down, down), padding="VALID",
       dimension_numbers=_DIMS, feature_group_count=c)
+
+
+def _fir_1d(x, taps, axis: int, down: int):
+  """sum_t taps[t] * x[.., t + down * n, ..] along `axis` ('valid'): a 1-D FIR correlation."""
+  n_out = (x.shape[axis] - len(taps)) // down + 1
+  y = None
+  for t, tap in enumerate(taps):
+    part = jax.lax.slice_in_dim(x, t, t + down * (n_out - 1) + 1, down, axis) * float(tap)
+    y = part if y is None else y + part
+  return y
 
 
 def upsample_2x(x, kernel: Sequence[float] = (1, 3, 3, 1)):
@@ -98,7 +118,9 @@ class EqualConv2d(nn.Module):
   `ConvLayer`: a bias-free conv followed by FusedLeakyReLU with its own bias).
   `down=2` is the StyleGAN2 discriminator's downsampling conv: FIR blur with
   padding ((p+1)//2, p//2), p = len(blur) - 2 + k - 1, then a stride-2 'valid'
-  convolution.
+  convolution (for a 1x1 kernel the blur keeps every 2nd sample itself and the
+  convolution runs at stride 1: the same numbers, a quarter of the blur).
+  `impl`: how the convolution and its gradients run (`conv_ops.conv2d`).
   """
   features: int
   kernel_size: int = 3
@@ -109,6 +131,7 @@ class EqualConv2d(nn.Module):
   lr_mul: float = 1.0
   clamp: Optional[float] = None
   blur_kernel: Sequence[float] = (1, 3, 3, 1)
+  impl: str = "auto"
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
 
@@ -121,15 +144,15 @@ class EqualConv2d(nn.Module):
     kernel = kernel * (self.lr_mul / np.sqrt(c_in * k * k))
     x = x.astype(self.dtype)
     if self.down == 1:
-      stride, padding = 1, [(k // 2, k // 2)] * 2
+      stride, padding = 1, k // 2
     elif self.down == 2:
       p = len(self.blur_kernel) - 2 + k - 1
-      x = fir_filter(x, self.blur_kernel, padding=((p + 1) // 2, p // 2))
-      stride, padding = 2, "VALID"
+      blur_down = 2 if k == 1 else 1
+      x = fir_filter(x, self.blur_kernel, down=blur_down, padding=((p + 1) // 2, p // 2))
+      stride, padding = 2 // blur_down, 0
     else:
       raise ValueError(f"down must be 1 or 2, got {self.down}")
-    y = jax.lax.conv_general_dilated(x, kernel.astype(self.dtype), (stride, stride),
-                                     padding, dimension_numbers=_DIMS)
+    y = conv_ops.conv2d(x, kernel.astype(self.dtype), stride, padding, self.impl)
     bias = None
     if self.use_bias:
       bias = self.param("bias", nn.initializers.constant(self.bias_init),
@@ -177,13 +200,15 @@ class ModulatedConv2d(nn.Module):
   coefficients. This is exact for convolutions too, because s is constant over
   space and per input channel and the coefficients are per output channel
   (zero padding stays zero after scaling). `grouped=True` runs the official
-  per-sample grouped convolution instead (same result up to rounding).
+  per-sample grouped convolution instead (same result up to rounding). `impl`:
+  how the shared-weight convolution and its gradients run (`conv_ops.conv2d`).
   """
   features: int
   kernel_size: int = 3
   demodulate: bool = True
   eps: float = 1e-8
   grouped: bool = False
+  impl: str = "auto"
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
 
@@ -205,8 +230,7 @@ class ModulatedConv2d(nn.Module):
     if k == 1:
       y = jnp.einsum("bhwi,io->bhwo", x, wt[0, 0])
     else:
-      y = jax.lax.conv_general_dilated(x, wt, (1, 1), [(k // 2, k // 2)] * 2,
-                                       dimension_numbers=_DIMS)
+      y = conv_ops.conv2d(x, wt, 1, k // 2, self.impl)
     if self.demodulate:
       d = demodulation_coefficients(weight, styles, self.eps)         # [B, features]
       y = y * d[:, None, None, :].astype(y.dtype)

@@ -9,7 +9,10 @@ StyleGAN2-ADA `Discriminator` with architecture 'resnet', c_dim 0:
                  fc (C*16 -> C, lrelu), out (C -> 1)          -> logits [B]
 Widths C(res) = min(channel_base / res, channel_max); CREPS trains with
 channel_base 32768 and channel_max 512. Convolutions clamp at 256 (scaled by
-the layer gain), as `conv_clamp=256`.
+the layer gain), as `conv_clamp=256`. `conv_impl` ('auto' | 'xla' | 'gemm'):
+how the convolutions and their gradients of every order run
+(`conv_ops.conv2d`; 'auto' = shifted-GEMM weight gradients on CPU, XLA's
+convolution gradients on GPU/TPU).
 
 The epilogue flattens [B, 4, 4, C] channels-last, where the official code
 flattens NCHW: the same function class with a permuted fc weight.
@@ -52,11 +55,13 @@ class DiscriminatorBlock(nn.Module):
   out_channels: int
   from_rgb: bool = False
   clamp: Optional[float] = 256.0
+  conv_impl: str = "auto"
   dtype: layers.Dtype = jnp.float32
 
   @nn.compact
   def __call__(self, x):
-    conv = lambda n, k, **kw: conv_layers.EqualConv2d(n, k, dtype=self.dtype, **kw)
+    conv = lambda n, k, **kw: conv_layers.EqualConv2d(n, k, impl=self.conv_impl,
+                                                      dtype=self.dtype, **kw)
     if self.from_rgb:
       x = conv(self.tmp_channels, 1, activation="lrelu", clamp=self.clamp, name="fromrgb")(x)
     y = conv(self.out_channels, 1, down=2, use_bias=False, name="skip")(x) * SQRT_HALF
@@ -74,6 +79,7 @@ class Discriminator(nn.Module):
   mbstd_group_size: int = 4
   mbstd_num_channels: int = 1
   conv_clamp: Optional[float] = 256.0
+  conv_impl: str = "auto"
   dtype: layers.Dtype = jnp.float32
 
   def channels(self, res):
@@ -89,12 +95,12 @@ class Discriminator(nn.Module):
     while res > 4:
       x = DiscriminatorBlock(self.channels(res), self.channels(res // 2),
                              from_rgb=res == self.resolution, clamp=self.conv_clamp,
-                             dtype=self.dtype, name=f"b{res}")(x)
+                             conv_impl=self.conv_impl, dtype=self.dtype, name=f"b{res}")(x)
       res //= 2
     c = self.channels(4)
     x = minibatch_stddev(x, self.mbstd_group_size, self.mbstd_num_channels)
     x = conv_layers.EqualConv2d(c, 3, activation="lrelu", clamp=self.conv_clamp,
-                                dtype=self.dtype, name="b4_conv")(x)
+                                impl=self.conv_impl, dtype=self.dtype, name="b4_conv")(x)
     x = layers.EqualDense(c, activation="lrelu", dtype=self.dtype,
                           name="b4_fc")(x.reshape(x.shape[0], -1))
     x = layers.EqualDense(1, dtype=self.dtype, name="b4_out")(x)
@@ -106,4 +112,4 @@ def build_discriminator(d_config, dtype=jnp.float32) -> Discriminator:
       resolution=d_config.resolution, channel_base=d_config.channel_base,
       channel_max=d_config.channel_max, mbstd_group_size=d_config.mbstd_group_size,
       mbstd_num_channels=d_config.mbstd_num_channels, conv_clamp=d_config.conv_clamp,
-      dtype=dtype)
+      conv_impl=d_config.get("conv_impl", "auto"), dtype=dtype)

@@ -1,0 +1,178 @@
+r"""Training iteration speed: gen_synth against the official CREPS code, side by side.
+
+  python experiments/benchmarks/train.py --config=configs/creps_ffhq.py:res=128 \
+      --batch_size=4 --official_repo=PATH/TO/CREPS --official_python=PATH/TO/torch/python
+
+Each case runs in its own process, in this order: the f32 GEMM peak (XLA),
+gen_synth, the official code (when --official_repo is given), the GEMM peak
+again. Both implementations time every phase of the iteration on its own
+(median of --reps after a first iteration that compiles / warms up):
+Gmain, Greg (path length), Dmain, Dreg (R1) and the EMA, and an iteration is
+
+  Gmain + Dmain + EMA + Greg / pl_interval + Dreg / r1_interval
+
+(every phase at its real frequency). FLOPs per phase are XLA's cost analysis
+of gen_synth's compiled phase; the same counts are used for the official code
+(the same model), so "% peak" = FLOPs / s / (XLA f32 GEMM peak of this run).
+Prints one JSON line per case and a markdown table; --out appends the JSON.
+"""
+
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+
+from absl import app
+from absl import flags
+from ml_collections import config_flags
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Training config.")
+_BATCH = flags.DEFINE_integer("batch_size", 4, "Global batch size.")
+_REPS = flags.DEFINE_integer("reps", 2, "Timed repetitions of each phase.")
+_OFFICIAL = flags.DEFINE_string("official_repo", None, "A clone of VinAIResearch/CREPS.")
+_OFFICIAL_PY = flags.DEFINE_string("official_python", sys.executable,
+                                   "Python with torch for the official code.")
+_WORKER = flags.DEFINE_enum("worker", None, ["gemm", "gen_synth"], "Internal: run one case.")
+_OUT = flags.DEFINE_string("out", None, "Append the JSON lines to this file.")
+
+OFFICIAL_PHASE = {"g_main": "Gmain", "g_pl": "Greg", "d_main": "Dmain", "d_r1": "Dreg",
+                  "finish": "ema"}
+
+
+def gemm_worker():
+  import jax  # pylint: disable=g-import-not-at-top
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  n = 2048
+  a = jax.random.normal(jax.random.PRNGKey(0), (n, n), jnp.float32)
+  f = jax.jit(lambda a: a @ a)
+  jax.block_until_ready(f(a))
+  best = float("inf")
+  for _ in range(7):
+    t = time.perf_counter()
+    jax.block_until_ready(f(a))
+    best = min(best, time.perf_counter() - t)
+  return {"impl": "gemm_peak", "gflops": 2 * n ** 3 / best / 1e9}
+
+
+def gen_synth_worker(config):
+  t_start = time.perf_counter()
+  import jax  # pylint: disable=g-import-not-at-top
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  from gen_synth import sharding as sharding_lib  # pylint: disable=g-import-not-at-top
+  from gen_synth import train, train_steps  # pylint: disable=g-import-not-at-top
+  generator, discriminator = train.build_models(config)
+  g_tx, d_tx = train_steps.make_optimizers(config.train)
+  mesh = sharding_lib.make_mesh()
+  init = lambda k: train_steps.init_state(generator, discriminator, g_tx, d_tx, k,
+                                          resolution=config.model.resolution)
+  shardings = sharding_lib.state_shardings(mesh, jax.eval_shape(init, jax.random.PRNGKey(0)))
+  state = jax.jit(init, out_shardings=shardings)(jax.random.PRNGKey(0))
+  steps = train.CompiledSteps(config, generator, discriminator, g_tx, d_tx, mesh, shardings)
+  res, batch = config.model.resolution, config.train.batch_size
+  images = jax.device_put(
+      jax.random.uniform(jax.random.PRNGKey(1), (batch, res, res, 3), minval=-1, maxval=1),
+      sharding_lib.batch_sharding(mesh))
+  key = jax.random.PRNGKey(2)
+  compiled, flops, compile_s = {}, {}, {}
+  for name in train_steps.PHASES:      # step 0 runs every phase
+    t = time.perf_counter()
+    compiled[name] = steps.phase(name).lower(state, images, key).compile()
+    compile_s[name] = time.perf_counter() - t
+    analysis = compiled[name].cost_analysis()
+    analysis = analysis[0] if isinstance(analysis, (list, tuple)) else analysis
+    flops[name] = float(analysis.get("flops", float("nan")))
+    state, _ = compiled[name](state, images, key)
+  jax.block_until_ready(state)
+  startup = time.perf_counter() - t_start
+  times = {name: [] for name in train_steps.PHASES}
+  for _ in range(_REPS.value):
+    for name in train_steps.PHASES:
+      t = time.perf_counter()
+      state, metrics = compiled[name](state, images, key)
+      jax.block_until_ready((state, metrics))
+      times[name].append(time.perf_counter() - t)
+  return {"impl": "gen_synth", "res": res, "batch": batch,
+          "conv_impl": config.discriminator.get("conv_impl", "auto"),
+          "s": {OFFICIAL_PHASE[k]: float(np.median(v)) for k, v in times.items()},
+          "s_all": {OFFICIAL_PHASE[k]: v for k, v in times.items()},
+          "flops": {OFFICIAL_PHASE[k]: v for k, v in flops.items()},
+          "compile_s": {OFFICIAL_PHASE[k]: v for k, v in compile_s.items()},
+          "startup_s": startup,
+          "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+
+
+def iteration_s(s, train_config):
+  return (s["Gmain"] + s["Dmain"] + s["ema"] + s["Greg"] / train_config.pl_interval
+          + s["Dreg"] / train_config.r1_interval)
+
+
+def _run(cmd):
+  out = subprocess.run(cmd, check=True, capture_output=True, text=True)
+  lines = [l for l in out.stdout.splitlines() if l.startswith("{")]
+  if not lines:
+    raise RuntimeError(f"{cmd[:3]} printed no result:\n{out.stdout[-2000:]}\n{out.stderr[-4000:]}")
+  return json.loads(lines[-1])
+
+
+def table(results, train_config):
+  peak = sum(r["gflops"] for r in results if r["impl"] == "gemm_peak") / max(
+      1, sum(r["impl"] == "gemm_peak" for r in results))
+  ours = next(r for r in results if r["impl"] == "gen_synth")
+  theirs = next((r for r in results if r["impl"] == "official"), None)
+  flops = dict(ours["flops"])
+  rows = ["| phase | GFLOP | official s | gen_synth s | speed-up | official % peak "
+          "| gen_synth % peak |", "|---|---|---|---|---|---|---|"]
+  pct = lambda f, s: f"{100 * f / s / (peak * 1e9):.0f} %"
+  for phase in ["Gmain", "Greg", "Dmain", "Dreg", "ema"]:
+    o = theirs["s"][phase] if theirs else None
+    g = ours["s"][phase]
+    rows.append(f"| {phase} | {flops[phase] / 1e9:.0f} | {o if o is None else round(o, 2)} "
+                f"| {g:.2f} | {'-' if o is None else f'{o / g:.2f}x'} "
+                f"| {'-' if o is None else pct(flops[phase], o)} | {pct(flops[phase], g)} |")
+  it_flops = iteration_s(flops, train_config)
+  g_it = iteration_s(ours["s"], train_config)
+  o_it = iteration_s(theirs["s"], train_config) if theirs else None
+  rows.append(f"| **iteration** | {it_flops / 1e9:.0f} | {'-' if o_it is None else f'{o_it:.2f}'} "
+              f"| {g_it:.2f} | {'-' if o_it is None else f'{o_it / g_it:.2f}x'} "
+              f"| {'-' if o_it is None else pct(it_flops, o_it)} | {pct(it_flops, g_it)} |")
+  rows.append(f"\nXLA f32 GEMM peak in this run: {peak:.0f} GFLOP/s. Start-up (to the end of "
+              f"the first iteration): gen_synth {ours['startup_s']:.0f} s"
+              + (f", official {theirs['startup_s']:.0f} s" if theirs else "")
+              + f". Peak RSS: gen_synth {ours['peak_rss_mib']:.0f} MiB"
+              + (f", official {theirs['peak_rss_mib']:.0f} MiB" if theirs else "") + ".")
+  return "\n".join(rows)
+
+
+def main(argv):
+  del argv
+  config = _CONFIG.value
+  config.train.batch_size = _BATCH.value
+  if _WORKER.value:
+    result = gemm_worker() if _WORKER.value == "gemm" else gen_synth_worker(config)
+    print(json.dumps(result))
+    return
+  me = [sys.executable, os.path.abspath(__file__)] + [a for a in sys.argv[1:]
+                                                      if not a.startswith("--official")]
+  results = [_run(me + ["--worker=gemm"]), _run(me + ["--worker=gen_synth"])]
+  if _OFFICIAL.value:
+    t = config.train
+    worker = os.path.join(os.path.dirname(os.path.abspath(__file__)), "official_train_worker.py")
+    results.append(_run([_OFFICIAL_PY.value, worker, f"--official_repo={_OFFICIAL.value}",
+                         f"--res={config.model.resolution}", f"--batch={_BATCH.value}",
+                         f"--reps={_REPS.value}", f"--r1_gamma={t.r1_gamma}",
+                         f"--pl_weight={t.pl_weight}",
+                         f"--style_mixing_prob={t.style_mixing_prob}"]))
+  results.append(_run(me + ["--worker=gemm"]))
+  for r in results:
+    r["load_avg_1min"] = os.getloadavg()[0]
+    print(json.dumps(r))
+    if _OUT.value:
+      with open(_OUT.value, "a") as f:
+        f.write(json.dumps(r) + "\n")
+  print(table(results, config.train))
+
+
+if __name__ == "__main__":
+  app.run(main)

@@ -1,0 +1,153 @@
+"""A 2-D convolution whose gradients of every order run as fast GEMMs on CPU.
+
+XLA:CPU runs a convolution's forward and its input gradient near the GEMM
+peak, but its weight gradient at 6-22 % of it (../shared/STYLE.md, Performance
+notes), and R1 differentiates D's backward once more, so training spends most
+of its time there. `conv2d` keeps XLA's convolution for the forward and the
+input gradient and computes the weight gradient as a sum of k*k shifted GEMMs:
+
+  dW[i, j] = sum_{b, p, q} x_pad[b, i + s p, j + s q, :]^T g[b, p, q, :]
+
+The three maps of one convolution are bilinear and each one's derivatives are
+the other two:
+
+  F(x, w) = conv(x, w)            forward                [B, H', W', O]
+  I(g, w) = F_x^T g               input gradient         [B, H, W, I]
+  W(x, g) = F_w^T g               weight gradient        [k, k, I, O]
+
+  vjp F: g   -> (I(g, w),  W(x, g))
+  vjp I: c_x -> (F(c_x, w), W(c_x, g))
+  vjp W: c_w -> (I(g, c_w), F(x, c_w))
+
+so gradients of gradients (R1, path length) never reach XLA's slow weight
+gradient either: every order is a convolution or shifted GEMMs. The numbers are
+those of `lax.conv_general_dilated` up to float rounding (summation order).
+
+`impl`: 'xla' (plain `lax.conv_general_dilated`, XLA's own gradients: GPUs
+and TPUs have fast convolution gradients), 'gemm' (the above), or 'auto'
+('gemm' on CPU, 'xla' elsewhere; decided when traced).
+"""
+
+import functools
+from typing import NamedTuple, Tuple
+
+import jax
+import jax.numpy as jnp
+
+IMPLS = ("auto", "xla", "gemm")
+_DIMS = ("NHWC", "HWIO", "NHWC")
+
+
+class ConvSpec(NamedTuple):
+  """Static description of one convolution (hashable)."""
+  stride: int
+  padding: Tuple[Tuple[int, int], Tuple[int, int]]   # ((top, bottom), (left, right)), >= 0
+
+
+def resolve_impl(impl: str) -> str:
+  if impl not in IMPLS:
+    raise ValueError(f"conv impl must be one of {IMPLS}, got {impl!r}")
+  if impl == "auto":
+    return "gemm" if jax.default_backend() == "cpu" else "xla"
+  return impl
+
+
+def _xla_conv(x, w, spec: ConvSpec):
+  return jax.lax.conv_general_dilated(x, w, (spec.stride,) * 2, spec.padding,
+                                      dimension_numbers=_DIMS)
+
+
+def _forward(x, w, spec):
+  return _xla_conv(x, w, spec)
+
+
+def _input_grad(g, w, spec, in_hw):
+  """I(g, w): [B, H', W', O] -> [B, H, W, I], XLA's transposed convolution."""
+  x_aval = jax.ShapeDtypeStruct((g.shape[0],) + tuple(in_hw) + (w.shape[2],), g.dtype)
+  (x_ct,) = jax.linear_transpose(lambda x: _xla_conv(x, w, spec), x_aval)(g)
+  return x_ct
+
+
+def _weight_grad(x, g, spec, k_hw):
+  """W(x, g): x [B, H, W, I], g [B, H', W', O] -> [kh, kw, I, O] as kh*kw GEMMs."""
+  (pt, pb), (pl, pr) = spec.padding
+  s, (kh, kw) = spec.stride, k_hw
+  ho, wo = g.shape[1], g.shape[2]
+  x_pad = jnp.pad(x, ((0, 0), (pt, pb), (pl, pr), (0, 0)))
+  rows = []
+  for i in range(kh):
+    cols = []
+    for j in range(kw):
+      patch = jax.lax.slice(x_pad, (0, i, j, 0),
+                            (x.shape[0], i + s * (ho - 1) + 1, j + s * (wo - 1) + 1, x.shape[3]),
+                            (1, s, s, 1))                          # [B, H', W', I]
+      cols.append(jnp.einsum("bhwi,bhwo->io", patch, g,
+                             preferred_element_type=jnp.float32))
+    rows.append(jnp.stack(cols))
+  return jnp.stack(rows).astype(x.dtype)                          # [kh, kw, I, O]
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def _conv_f(x, w, spec):
+  return _forward(x, w, spec)
+
+
+def _conv_f_fwd(x, w, spec):
+  return _forward(x, w, spec), (x, w)
+
+
+def _conv_f_bwd(spec, res, g):
+  x, w = res
+  return _conv_i(g, w, spec, x.shape[1:3]), _conv_w(x, g, spec, w.shape[:2])
+
+
+_conv_f.defvjp(_conv_f_fwd, _conv_f_bwd)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+def _conv_i(g, w, spec, in_hw):
+  return _input_grad(g, w, spec, in_hw)
+
+
+def _conv_i_fwd(g, w, spec, in_hw):
+  return _input_grad(g, w, spec, in_hw), (g, w)
+
+
+def _conv_i_bwd(spec, in_hw, res, c_x):
+  g, w = res
+  return _conv_f(c_x, w, spec), _conv_w(c_x, g, spec, w.shape[:2])
+
+
+_conv_i.defvjp(_conv_i_fwd, _conv_i_bwd)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+def _conv_w(x, g, spec, k_hw):
+  return _weight_grad(x, g, spec, k_hw)
+
+
+def _conv_w_fwd(x, g, spec, k_hw):
+  return _weight_grad(x, g, spec, k_hw), (x, g)
+
+
+def _conv_w_bwd(spec, k_hw, res, c_w):
+  x, g = res
+  return _conv_i(g, c_w, spec, x.shape[1:3]), _conv_f(x, c_w, spec)
+
+
+_conv_w.defvjp(_conv_w_fwd, _conv_w_bwd)
+
+
+def conv2d(x, w, stride: int = 1, padding=((0, 0), (0, 0)), impl: str = "auto"):
+  """NHWC x [B, H, W, I], HWIO w [kh, kw, I, O] -> [B, H', W', O] (zero padding, no dilation).
+
+  `padding` ((top, bottom), (left, right)) or an int for all four sides.
+  """
+  if isinstance(padding, int):
+    padding = ((padding, padding), (padding, padding))
+  spec = ConvSpec(int(stride), tuple(tuple(int(p) for p in pair) for pair in padding))
+  if min(p for pair in spec.padding for p in pair) < 0:
+    raise ValueError(f"conv2d needs non-negative padding, got {padding}")
+  if resolve_impl(impl) == "xla":
+    return _xla_conv(x, w, spec)
+  return _conv_f(x, w.astype(x.dtype), spec)
