@@ -13,7 +13,6 @@ from fold_in(fold_in(root_key, step), phase). `run_phase` is one phase;
 compiles each phase once (`train.CompiledSteps`).
 """
 
-import functools
 from typing import Any
 
 import flax

@@ -57,10 +57,6 @@ def _xla_conv(x, w, spec: ConvSpec):
                                       dimension_numbers=_DIMS)
 
 
-def _forward(x, w, spec):
-  return _xla_conv(x, w, spec)
-
-
 def _input_grad(g, w, spec, in_hw):
   """I(g, w): [B, H', W', O] -> [B, H, W, I], XLA's transposed convolution."""
   x_aval = jax.ShapeDtypeStruct((g.shape[0],) + tuple(in_hw) + (w.shape[2],), g.dtype)
@@ -89,11 +85,11 @@ def _weight_grad(x, g, spec, k_hw):
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
 def _conv_f(x, w, spec):
-  return _forward(x, w, spec)
+  return _xla_conv(x, w, spec)
 
 
 def _conv_f_fwd(x, w, spec):
-  return _forward(x, w, spec), (x, w)
+  return _xla_conv(x, w, spec), (x, w)
 
 
 def _conv_f_bwd(spec, res, g):
