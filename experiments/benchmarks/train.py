@@ -109,7 +109,9 @@ def iteration_s(s, train_config):
 
 
 def _run(cmd):
-  out = subprocess.run(cmd, check=True, capture_output=True, text=True)
+  out = subprocess.run(cmd, check=False, capture_output=True, text=True)
+  if out.returncode:
+    raise RuntimeError(f"{cmd[:3]} failed ({out.returncode}):\n{out.stderr[-4000:]}")
   lines = [l for l in out.stdout.splitlines() if l.startswith("{")]
   if not lines:
     raise RuntimeError(f"{cmd[:3]} printed no result:\n{out.stdout[-2000:]}\n{out.stderr[-4000:]}")
@@ -155,22 +157,27 @@ def main(argv):
     return
   me = [sys.executable, os.path.abspath(__file__)] + [a for a in sys.argv[1:]
                                                       if not a.startswith("--official")]
-  results = [_run(me + ["--worker=gemm"]), _run(me + ["--worker=gen_synth"])]
-  if _OFFICIAL.value:
-    t = config.train
-    worker = os.path.join(os.path.dirname(os.path.abspath(__file__)), "official_train_worker.py")
-    results.append(_run([_OFFICIAL_PY.value, worker, f"--official_repo={_OFFICIAL.value}",
-                         f"--res={config.model.resolution}", f"--batch={_BATCH.value}",
-                         f"--reps={_REPS.value}", f"--r1_gamma={t.r1_gamma}",
-                         f"--pl_weight={t.pl_weight}",
-                         f"--style_mixing_prob={t.style_mixing_prob}"]))
-  results.append(_run(me + ["--worker=gemm"]))
-  for r in results:
+  results = []
+
+  def run(cmd):          # each result is printed (and appended to --out) as it arrives
+    r = _run(cmd)
     r["load_avg_1min"] = os.getloadavg()[0]
-    print(json.dumps(r))
+    print(json.dumps(r), flush=True)
     if _OUT.value:
       with open(_OUT.value, "a") as f:
         f.write(json.dumps(r) + "\n")
+    results.append(r)
+
+  run(me + ["--worker=gemm"])
+  run(me + ["--worker=gen_synth"])
+  if _OFFICIAL.value:
+    t = config.train
+    worker = os.path.join(os.path.dirname(os.path.abspath(__file__)), "official_train_worker.py")
+    run([_OFFICIAL_PY.value, worker, f"--official_repo={_OFFICIAL.value}",
+         f"--res={config.model.resolution}", f"--batch={_BATCH.value}",
+         f"--reps={_REPS.value}", f"--r1_gamma={t.r1_gamma}", f"--pl_weight={t.pl_weight}",
+         f"--style_mixing_prob={t.style_mixing_prob}"])
+  run(me + ["--worker=gemm"])
   print(table(results, config.train))
 
 
