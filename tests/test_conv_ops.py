@@ -65,6 +65,23 @@ def test_gemm_weight_gradient_is_not_xla_convolution():
   assert "stablehlo.convolution" in jax.jit(vjp).lower(g).as_text()
 
 
+def test_r1_second_order_has_no_xla_weight_gradient_convolution():
+  """grad_w |grad_x conv|^2 (R1's shape): with 'gemm' no convolution has the
+  weight-gradient layout (input feature dim first, `[f, ...]`); 'xla' has some.
+  The fwd rules must go through their own custom_vjp for this to hold."""
+  x, kernel = _inputs(3, 8, 8)
+
+  def r1(w, impl):
+    gx = jax.grad(lambda x: jnp.sum(jnp.sin(conv_ops.conv2d(x, w, 1, 1, impl))))(x)
+    return jnp.sum(jnp.square(gx))
+
+  for impl, expected in (("gemm", False), ("xla", True)):
+    text = jax.jit(jax.grad(lambda w, impl=impl: r1(w, impl))).lower(kernel).as_text()
+    convs = [l for l in text.splitlines() if "stablehlo.convolution" in l]
+    assert convs
+    assert any("dim_numbers = [f," in l for l in convs) == expected, impl
+
+
 def test_auto_is_gemm_on_cpu_and_impl_is_checked():
   assert conv_ops.resolve_impl("auto") == ("gemm" if jax.default_backend() == "cpu" else "xla")
   with pytest.raises(ValueError, match="conv impl"):
