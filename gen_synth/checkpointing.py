@@ -67,7 +67,8 @@ def split_train_state(state):
   """A train_steps.TrainState -> (generator item, train item), the checkpoint layout above."""
   generator = {"params": state.g_ema_params, "fixed": state.fixed, "stats": state.stats}
   train = {"step": state.step, "g_params": state.g_params, "d_params": state.d_params,
-           "g_opt": state.g_opt, "d_opt": state.d_opt, "pl_mean": state.pl_mean}
+           "g_opt": state.g_opt, "d_opt": state.d_opt, "pl_mean": state.pl_mean,
+           "aug_p": state.aug_p, "ada_signs": state.ada_signs}
   return generator, train
 
 
@@ -88,15 +89,37 @@ def restore_generator(workdir_or_manager, abstract_generator, step=None):
   return restored["generator"], step
 
 
+# Train-item entries that checkpoints written before they existed lack; such a
+# checkpoint restores them as zeros (augmentation p = 0, no ADA signs yet).
+ADDED_TRAIN_KEYS = ("aug_p", "ada_signs")
+
+
 def restore_all(manager: ocp.CheckpointManager, abstract_generator, abstract_train, step=None):
   """(generator, train, meta) of `step` (default: latest), or None when there is none."""
   step = manager.latest_step() if step is None else step
   if step is None:
     return None
-  restored = manager.restore(step, args=ocp.args.Composite(
-      generator=ocp.args.StandardRestore(abstract_generator),
-      train=ocp.args.StandardRestore(abstract_train),
-      meta=ocp.args.JsonRestore()))
+
+  def restore(train):
+    return manager.restore(step, args=ocp.args.Composite(
+        generator=ocp.args.StandardRestore(abstract_generator),
+        train=ocp.args.StandardRestore(train),
+        meta=ocp.args.JsonRestore()))
+
+  try:
+    restored = restore(abstract_train)
+  except ValueError as e:            # orbax: "Target path ('aug_p',) not found in ..."
+    missing = [k for k in ADDED_TRAIN_KEYS if repr((k,)) in str(e)]
+    if not missing:
+      raise
+    older = {k: v for k, v in abstract_train.items() if k not in ADDED_TRAIN_KEYS}
+    restored = dict(restore(older))
+    restored["train"] = dict(restored["train"])
+    for k in ADDED_TRAIN_KEYS:
+      a = abstract_train[k]
+      zeros = jax.numpy.zeros(a.shape, a.dtype)
+      sharding = getattr(a, "sharding", None)
+      restored["train"][k] = zeros if sharding is None else jax.device_put(zeros, sharding)
   return restored["generator"], restored["train"], restored["meta"]
 
 

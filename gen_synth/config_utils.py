@@ -69,6 +69,15 @@ def training_defaults(resolution: int) -> ml_collections.ConfigDict:
   # Gmain's and Greg's latents: training mode and not update_emas), 'd_phase' as
   # StyleGAN2-ADA's (on Dmain's latents, update_emas=True).
   c.w_avg_update = "g_phases"
+  # Adaptive discriminator augmentation, on by default as in the official train.py
+  # (--aug=ada: the StyleGAN2-ADA 'bgc' pipe, --target=0.6, ada_interval 4,
+  # ada_kimg 500; 100 when fine-tuning with --resume). 'none' | 'ada' | 'fixed:<p>'.
+  c.augment = "ada"
+  c.augment_pipe = "bgc"           # a gen_synth.augment.PRESETS name
+  c.augment_p = 0.0                # initial p (train.py --p is for --aug=fixed)
+  c.ada_target = 0.6
+  c.ada_interval = 4
+  c.ada_kimg = 500.0
   c.compute_dtype = "float32"      # 'bfloat16' for TPU/GPU compute, params stay f32
   c.fsdp = False                   # shard params over the data axis instead of replicating
   c.inject_nan_at_step = -1        # test hook: make the G loss NaN at this step
@@ -104,6 +113,7 @@ def rosinality_training(config: ml_collections.ConfigDict, batch_size: int) -> N
   t.style_mixing_prob = 0.0
   t.ema_kimg = t.batch_size * 10 / 32
   t.ema_rampup = None
+  t.augment = "none"               # their train.py has no augmentation but x-flips
   config.data.xflip = True
   config.discriminator.conv_clamp = None   # rosinality ops have no clamp
 
@@ -141,6 +151,7 @@ def tiny_training(config: ml_collections.ConfigDict) -> None:
   t.batch_size = 8
   t.total_kimg = 2
   t.ema_kimg = t.batch_size * 10 / 32
+  t.augment = "none"               # fast CPU demos and tests; tests that need ADA turn it on
   config.data.name = "demo_photos"
   config.log_every_steps = 10
   config.sample_every_steps = 100

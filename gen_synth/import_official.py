@@ -375,7 +375,8 @@ def write_run(workdir, config, g_ema, g=None, d=None) -> None:
   state = train_steps.TrainState(
       step=np.zeros((), np.int32), g_params=g_params, g_ema_params=g_ema["params"],
       d_params=d, g_opt=g_tx.init(g_params), d_opt=d_tx.init(d),
-      fixed=g_ema.get("fixed", {}), stats=g_ema["stats"], pl_mean=np.zeros((), np.float32))
+      fixed=g_ema.get("fixed", {}), stats=g_ema["stats"], pl_mean=np.zeros((), np.float32),
+      **train_steps.fresh_augment_state(config.train))
   generator_item, train_item = checkpointing.split_train_state(state)
   checkpointing.write_config(workdir, config)
   manager = checkpointing.checkpoint_manager(workdir, max_to_keep=None)

@@ -63,7 +63,8 @@ def _join_from_checkpoint(generator, train) -> train_steps.TrainState:
   return train_steps.TrainState(
       step=train["step"], g_params=train["g_params"], g_ema_params=generator["params"],
       d_params=train["d_params"], g_opt=train["g_opt"], d_opt=train["d_opt"],
-      fixed=generator["fixed"], stats=generator["stats"], pl_mean=train["pl_mean"])
+      fixed=generator["fixed"], stats=generator["stats"], pl_mean=train["pl_mean"],
+      aug_p=train["aug_p"], ada_signs=train["ada_signs"])
 
 
 def _with_shardings(abstract, shardings):
@@ -74,7 +75,8 @@ def _with_shardings(abstract, shardings):
 def initial_state(config, workdir, generator, discriminator, g_tx, d_tx, mesh, manager):
   """(state, data position, state shardings): resumed, transferred or fresh."""
   init_fn = functools.partial(train_steps.init_state, generator, discriminator, g_tx, d_tx,
-                              resolution=config.discriminator.resolution)
+                              resolution=config.discriminator.resolution,
+                              train_config=config.train)
   key = jax.random.PRNGKey(config.train.seed)
   abstract = jax.eval_shape(init_fn, key)
   shardings = sharding_lib.state_shardings(mesh, abstract, config.train.fsdp)
@@ -87,21 +89,64 @@ def initial_state(config, workdir, generator, discriminator, g_tx, d_tx, mesh, m
     return _join_from_checkpoint(gen, train), meta.get("data_position"), shardings
   state = jax.jit(init_fn, out_shardings=shardings)(key)
   if config.get("init_from"):
-    state = _transfer_from(config.init_from, state, abstract_gen, abstract_train)
+    state, _, _ = _transfer_from(config.init_from, state, abstract_gen, abstract_train, mesh,
+                                 config.train.fsdp)
   return state, None, shardings
 
 
-def _transfer_from(source_workdir, state, abstract_gen, abstract_train):
-  """Starts from another run's G, G_ema, D and w_avg (e.g. FFHQ -> MetFaces); fresh Adam."""
+def _transfer_from(source_workdir, state, abstract_gen, abstract_train, mesh=None, fsdp=False):
+  """Starts from another run's G, G_ema, D, w_avg and 'fixed' buffers (fine-tuning).
+
+  As the official `--resume` (`copy_params_and_buffers(require_all=False)`):
+  every tensor whose path and shape exist in both runs is copied; the others
+  keep their fresh initialisation, so a run may change resolution (CREPS
+  FFHQ-512 -> MetFaces-1024: G's and D's extra highest-resolution blocks start
+  fresh, and so does any buffer whose shape depends on the size). Adam states,
+  the step, the path-length mean and ADA's p start fresh (the official loop
+  loads only G, D and G_ema). The source is rebuilt from its own config.json;
+  a source written by an older gen_synth without one is read with this run's shapes.
+  """
   source = checkpointing.checkpoint_manager(source_workdir, max_to_keep=None)
-  restored = checkpointing.restore_all(source, abstract_gen, abstract_train)
-  if restored is None:
+  if source.latest_step() is None:
     raise FileNotFoundError(f"init_from={source_workdir!r} has no checkpoint")
-  gen, train, meta = restored
-  logging.info("Initialised from %s (step %d)", source_workdir, meta["step"])
-  return state.replace(g_params=train["g_params"], g_ema_params=gen["params"],
-                       d_params=train["d_params"], fixed=gen["fixed"], stats=gen["stats"],
-                       pl_mean=train["pl_mean"])
+  src_gen, src_train = abstract_gen, abstract_train
+  if (epath.Path(source_workdir) / checkpointing.CONFIG_FILE).exists():
+    src_config = checkpointing.read_config(source_workdir)
+    g_src, d_src = build_models(src_config)
+    g_tx, d_tx = train_steps.make_optimizers(src_config.train)
+    init = functools.partial(train_steps.init_state, g_src, d_src, g_tx, d_tx,
+                             resolution=src_config.discriminator.resolution)
+    abstract = jax.eval_shape(init, jax.random.PRNGKey(0))
+    if mesh is not None:
+      abstract = _with_shardings(abstract, sharding_lib.state_shardings(mesh, abstract, fsdp))
+    src_gen, src_train = _split_for_checkpoint(abstract)
+  gen, train, meta = checkpointing.restore_all(source, src_gen, src_train)
+  copied, fresh = [], []
+
+  def take(name, target, loaded):
+    """`target` with every leaf of the same path and shape replaced by `loaded`'s."""
+    by_path = {jax.tree_util.keystr(p): x
+               for p, x in jax.tree_util.tree_leaves_with_path(loaded)}
+    def pick(path, x):
+      key = jax.tree_util.keystr(path)
+      y = by_path.get(key)
+      if y is not None and tuple(y.shape) == tuple(x.shape):
+        copied.append(name + key)
+        return jax.device_put(jnp.asarray(y, x.dtype), x.sharding)
+      fresh.append(name + key)
+      return x
+    return jax.tree_util.tree_map_with_path(pick, target)
+
+  state = state.replace(
+      g_params=take("G", state.g_params, train["g_params"]),
+      g_ema_params=take("G_ema", state.g_ema_params, gen["params"]),
+      d_params=take("D", state.d_params, train["d_params"]),
+      fixed=take("fixed", state.fixed, gen["fixed"]),
+      stats=take("stats", state.stats, gen["stats"]))
+  logging.info("Initialised from %s (step %d): %d tensors copied, %d fresh%s",
+               source_workdir, meta["step"], len(copied), len(fresh),
+               (": " + ", ".join(fresh)) if fresh else "")
+  return state, copied, fresh
 
 
 # --- the compiled step -------------------------------------------------------

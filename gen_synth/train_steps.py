@@ -7,7 +7,11 @@ One iteration, as StyleGAN2-ADA's training loop runs its phases:
   Dreg   every r1_interval steps: D <- Adam(gamma / 2 * r1_interval * |grad D(x)|^2)
   EMA    G_ema <- G + (G_ema - G) * 0.5 ** (batch / ema_nimg)
 Main and regularisation phases share one Adam per network, whose lr and betas
-carry the lazy-regularisation adjustment. Each phase draws its own latents
+carry the lazy-regularisation adjustment. With augmentation on
+(`config.train.augment`, see `augment_mode`), D sees every image, real or
+fake, through the StyleGAN2-ADA pipe (`gen_synth.augment`) with probability
+`state.aug_p`; with 'ada', p follows the sign of D(real) (ADA, updated in
+the EMA phase every ada_interval steps). Each phase draws its own latents
 from fold_in(fold_in(root_key, step), phase). `run_phase` is one phase;
 `train_step` runs the due phases in one function (tests, parity); the loop
 compiles each phase once (`train.CompiledSteps`).
@@ -20,10 +24,11 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from gen_synth import augment as augment_lib
 from gen_synth import losses
 
 # Purpose ids folded into the per-step key.
-_GMAIN, _GREG, _DMAIN, _DREG, _MIX, _NOISE, _PL_NOISE, _INJECT = range(8)
+_GMAIN, _GREG, _DMAIN, _DREG, _MIX, _NOISE, _PL_NOISE, _INJECT, _AUG = range(9)
 
 
 @flax.struct.dataclass
@@ -38,6 +43,8 @@ class TrainState:
   fixed: Any               # G's non-trainable 'fixed' collection (Fourier frequencies)
   stats: Any               # G's 'stats' collection (w_avg); G_ema shares it
   pl_mean: jax.Array       # float32 []
+  aug_p: jax.Array         # float32 [], the augmentation probability (ADA's p)
+  ada_signs: jax.Array     # float32 [2], (sum of sign(D(aug(real))), count) since ADA's last update
 
   def generator_variables(self, ema=True):
     params = self.g_ema_params if ema else self.g_params
@@ -62,6 +69,26 @@ def ema_beta(train_config, step):
     cur_nimg = step.astype(jnp.float32) * t.batch_size
     ema_nimg = jnp.minimum(ema_nimg, cur_nimg * t.ema_rampup)
   return 0.5 ** (t.batch_size / jnp.maximum(ema_nimg, 1e-8))
+
+
+AUGMENT_MODES = ("none", "ada", "fixed")
+
+
+def augment_mode(train_config):
+  """config.train.augment -> (mode, initial p): 'none' | 'ada' | 'fixed:<p>'.
+
+  'none': D sees the images as they are (no pipe at all).
+  'ada': the pipe `train_config.augment_pipe` with p starting at
+         `augment_p` and adjusted toward `ada_target` (official `--aug=ada`).
+  'fixed:<p>': the pipe at a constant p (official `--aug=fixed --p=<p>`).
+  """
+  spec = str(train_config.get("augment", "none"))
+  mode, _, value = spec.partition(":")
+  if mode not in AUGMENT_MODES or (mode == "fixed") != bool(value):
+    raise ValueError(f"train.augment must be 'none', 'ada' or 'fixed:<p>', got {spec!r}")
+  if mode == "fixed":
+    return mode, float(value)
+  return mode, float(train_config.get("augment_p", 0.0)) if mode == "ada" else 0.0
 
 
 def _latents(key, batch, z_dim, batch_sharding, given=None):
@@ -143,7 +170,7 @@ def run_phase(phase: str, state: TrainState, real_images, root_key, *, generator
   t = train_config
   batch = real_images.shape[0]
   key = jax.random.fold_in(root_key, state.step)
-  keys = [jax.random.fold_in(key, i) for i in range(8)]
+  keys = [jax.random.fold_in(key, i) for i in range(_AUG + 1)]
   num_ws, z_dim = generator.num_ws, generator.z_dim
   metrics, recorded = {}, {"grads": {}}
 
@@ -167,8 +194,22 @@ def run_phase(phase: str, state: TrainState, real_images, root_key, *, generator
     return generator.apply(gen_vars(params), ws, method="synthesis",
                            rngs={"noise": noise_key})
 
-  def d_apply(d_params, images):
+  aug_mode, fixed_p = augment_mode(t)
+  aug_key = keys[_AUG]
+
+  def d_apply(d_params, images, aug_id):
+    """D(augment(images)): p = state.aug_p ('ada') or the configured constant ('fixed')."""
+    if aug_mode != "none":
+      p = state.aug_p if aug_mode == "ada" else fixed_p
+      images = augment_lib.augment(jax.random.fold_in(aug_key, aug_id), images, p,
+                                   t.get("augment_pipe", "bgc"))
     return discriminator.apply({"params": d_params}, images)
+
+  def with_signs(state, real_logits):
+    """ADA's statistic: the signs of D's logits on (augmented) reals, summed."""
+    sign_sum, count = augment_lib.ada_accumulate(state.ada_signs[0], state.ada_signs[1],
+                                                 real_logits)
+    return state.replace(ada_signs=jnp.stack([sign_sum, count]))
 
   # Where w_avg is tracked: 'g_phases' = the official CREPS mapping (it updates
   # when training and not update_emas, i.e. on Gmain's and Greg's latents);
@@ -181,7 +222,7 @@ def run_phase(phase: str, state: TrainState, real_images, root_key, *, generator
       z = _latents(keys[_GMAIN], batch, z_dim, batch_sharding, given.get("z_gmain"))
       ws, new_stats = mapping(g_params, z, jax.random.fold_in(keys[_MIX], 0), w_avg_in_g)
       fake = synthesis(g_params, ws, jax.random.fold_in(keys[_NOISE], 0))
-      logits = d_apply(state.d_params, fake)
+      logits = d_apply(state.d_params, fake, 0)
       return losses.generator_loss(logits), (logits, new_stats)
 
     (g_loss, (fake_logits_g, new_stats)), g_grads = jax.value_and_grad(
@@ -231,38 +272,55 @@ def run_phase(phase: str, state: TrainState, real_images, root_key, *, generator
         synthesis(state.g_params, ws, jax.random.fold_in(keys[_NOISE], 2)))
 
     def d_main_loss(d_params):
-      fake_logits = d_apply(d_params, fake)
-      real_logits = d_apply(d_params, real_images)
+      fake_logits = d_apply(d_params, fake, 1)
+      real_logits = d_apply(d_params, real_images, 2)
       return losses.discriminator_loss(real_logits, fake_logits), (real_logits, fake_logits)
 
     (d_loss, (real_logits, fake_logits)), d_grads = jax.value_and_grad(
         d_main_loss, has_aux=True)(state.d_params)
     updates, d_opt = d_tx.update(d_grads, state.d_opt, state.d_params)
     state = state.replace(d_params=optax.apply_updates(state.d_params, updates), d_opt=d_opt)
+    state = with_signs(state, real_logits)
     metrics.update(d_loss=d_loss, d_grad_norm=optax.tree.norm(d_grads),
-                   real_logits=jnp.mean(real_logits), fake_logits=jnp.mean(fake_logits))
+                   real_logits=jnp.mean(real_logits), fake_logits=jnp.mean(fake_logits),
+                   real_signs=jnp.mean(jnp.sign(real_logits)))
     recorded["grads"]["d_main"] = d_grads
     recorded.update(real_logits=real_logits, fake_logits=fake_logits)
 
   elif phase == "d_r1":
     # Dreg: D <- Adam(gamma / 2 * r1_interval * |grad D(x)|^2)
+    # R1 is taken w.r.t. the images before augmentation (official).
     def d_r1_loss(d_params):
-      penalty, _ = losses.r1_penalty(lambda x: d_apply(d_params, x), real_images)
-      return jnp.mean(penalty) * (t.r1_gamma / 2) * t.r1_interval, penalty
+      penalty, logits = losses.r1_penalty(lambda x: d_apply(d_params, x, 3), real_images)
+      return jnp.mean(penalty) * (t.r1_gamma / 2) * t.r1_interval, (penalty, logits)
 
-    (_, r1), r1_grads = jax.value_and_grad(d_r1_loss, has_aux=True)(state.d_params)
+    (_, (r1, r1_logits)), r1_grads = jax.value_and_grad(d_r1_loss, has_aux=True)(
+        state.d_params)
     updates, d_opt = d_tx.update(r1_grads, state.d_opt, state.d_params)
     state = state.replace(d_params=optax.apply_updates(state.d_params, updates), d_opt=d_opt)
+    state = with_signs(state, jax.lax.stop_gradient(r1_logits))   # official: Dreg reports too
     metrics.update(r1_penalty=jnp.mean(r1), r1_grad_norm=optax.tree.norm(r1_grads))
     recorded["grads"]["d_r1"], recorded["r1_penalty"] = r1_grads, r1
 
   elif phase == "finish":
-    # EMA: G_ema <- G + (G_ema - G) * beta; then the next step.
+    # EMA: G_ema <- G + (G_ema - G) * beta; then the next step. ADA: after every
+    # ada_interval-th step, p moves toward r_t = mean sign(D(aug(real))) over the
+    # interval (official: batch_idx % ada_interval == 0, batch_idx counted after the step).
     beta = ema_beta(t, state.step)
     g_ema_params = jax.tree.map(lambda p, e: p + (e - p) * beta, state.g_params,
                                 state.g_ema_params)
-    state = state.replace(step=state.step + 1, g_ema_params=g_ema_params)
-    metrics.update(ema_beta=beta, g_param_norm=optax.tree.norm(state.g_params))
+    step = state.step + 1
+    adjust_now = step % t.get("ada_interval", 4) == 0
+    aug_p = state.aug_p
+    if aug_mode == "ada":
+      new_p = augment_lib.ada_update(state.aug_p, state.ada_signs[0], state.ada_signs[1],
+                                     t.batch_size, t.get("ada_interval", 4),
+                                     t.get("ada_target", 0.6), t.get("ada_kimg", 500))
+      aug_p = jnp.where(adjust_now, new_p, state.aug_p)
+    ada_signs = jnp.where(adjust_now, jnp.zeros_like(state.ada_signs), state.ada_signs)
+    state = state.replace(step=step, g_ema_params=g_ema_params, aug_p=aug_p,
+                          ada_signs=ada_signs)
+    metrics.update(ema_beta=beta, g_param_norm=optax.tree.norm(state.g_params), aug_p=aug_p)
 
   else:
     raise ValueError(f"phase must be one of {PHASES}, got {phase!r}")
@@ -273,8 +331,12 @@ def run_phase(phase: str, state: TrainState, real_images, root_key, *, generator
   return state, metrics
 
 
-def init_state(generator, discriminator, g_tx, d_tx, key, resolution) -> TrainState:
-  """A fresh TrainState (call under jax.jit with out_shardings)."""
+def init_state(generator, discriminator, g_tx, d_tx, key, resolution,
+               train_config=None) -> TrainState:
+  """A fresh TrainState (call under jax.jit with out_shardings).
+
+  `train_config` sets the initial augmentation p (`augment_mode`); without it p = 0.
+  """
   k_g, k_d = jax.random.split(key)
   z = jnp.zeros((1, generator.z_dim), jnp.float32)
   size = 8 if getattr(generator, "pixel_independent", False) else None  # cheap init
@@ -285,4 +347,10 @@ def init_state(generator, discriminator, g_tx, d_tx, key, resolution) -> TrainSt
       step=jnp.zeros((), jnp.int32), g_params=g_params, g_ema_params=g_params,
       d_params=d_params, g_opt=g_tx.init(g_params), d_opt=d_tx.init(d_params),
       fixed=g_vars.get("fixed", {}), stats=g_vars["stats"],
-      pl_mean=jnp.zeros((), jnp.float32))
+      pl_mean=jnp.zeros((), jnp.float32), **fresh_augment_state(train_config))
+
+
+def fresh_augment_state(train_config):
+  """{'aug_p', 'ada_signs'} of a run that starts now (p from `augment_mode`)."""
+  _, p = augment_mode(train_config) if train_config is not None else ("none", 0.0)
+  return dict(aug_p=jnp.full((), p, jnp.float32), ada_signs=jnp.zeros((2,), jnp.float32))

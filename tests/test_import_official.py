@@ -269,7 +269,8 @@ def test_training_starts_from_an_imported_run(imported):
                                                 config.discriminator.resolution)
   fresh = jax.jit(init)(jax.random.PRNGKey(1))
   abstract_gen, abstract_train = train._split_for_checkpoint(jax.eval_shape(init, jax.random.PRNGKey(1)))  # pylint: disable=protected-access
-  state = train._transfer_from(workdir, fresh, abstract_gen, abstract_train)  # pylint: disable=protected-access
+  state, _, fresh_paths = train._transfer_from(workdir, fresh, abstract_gen, abstract_train)  # pylint: disable=protected-access
+  assert fresh_paths == []                                 # same model: everything copied
   _, variables, _, _ = sampling.load_generator(workdir)
   same = lambda a, b: all(jax.tree.leaves(jax.tree.map(lambda x, y: bool(np.array_equal(x, y)), a, b)))
   assert same(state.g_ema_params, variables["params"]) and same(state.stats, variables["stats"])

@@ -179,7 +179,11 @@ def _leaves_equal(a, b):
 
 
 def test_resume_is_bit_exact_and_ignores_incomplete_checkpoint(tmp_path):
-  config = tiny_config(tmp_path, total_steps=5)
+  # With ADA on, and a target of -1 so that p rises after every step (r_t > -1
+  # unless every logit is negative): the resumed run must restore p and the
+  # signs accumulated since its last update bit-exactly, not restart them.
+  config = tiny_config(tmp_path, total_steps=5, augment="ada", ada_target=-1.0,
+                       ada_interval=2, ada_kimg=0.5)
   full = train.train_and_evaluate(config, tmp_path / "full")
   # Interrupted: 3 steps (checkpoint at 3), a planted half-written save of
   # step 4, then resume for the remaining 2 steps.
@@ -192,7 +196,8 @@ def test_resume_is_bit_exact_and_ignores_incomplete_checkpoint(tmp_path):
   assert manager.latest_step() == 3
   resumed = train.train_and_evaluate(config, part)
   assert int(resumed.step) == int(full.step) == 5
-  _leaves_equal(full, resumed)     # params, optimiser states, w_avg, PL mean
+  _leaves_equal(full, resumed)     # params, optimiser states, w_avg, PL mean, ADA's p
+  assert float(resumed.aug_p) == pytest.approx(2 * 16 * 2 / 500)   # adjusted after steps 2, 4
   meta_full = checkpointing.checkpoint_manager(tmp_path / "full").restore(
       5, args=checkpointing.ocp.args.Composite(meta=checkpointing.ocp.args.JsonRestore()))
   meta_part = checkpointing.checkpoint_manager(part).restore(

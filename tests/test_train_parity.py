@@ -86,6 +86,7 @@ def replay(request):
   t.r1_gamma = float(ref["r1_gamma"])
   t.ema_kimg = batch * 10 / 32            # train.py: ema_kimg = batch * 10 / 32
   t.ema_rampup = 0.05
+  t.augment = "none"                      # the replayed official iteration: --aug=noaug
   generator = import_official.sampling.build_model(config)
   discriminator = discriminator_lib.build_discriminator(config.discriminator)
   g_tx, d_tx = train_steps.make_optimizers(t)
@@ -94,7 +95,8 @@ def replay(request):
       g_ema_params=g_ema["params"], d_params=d_params, g_opt=g_tx.init(g_params),
       d_opt=d_tx.init(d_params), fixed=g_ema["fixed"],
       stats={"mapping": {"w_avg": jnp.asarray(nets.g["mapping.w_avg"])}},   # G's w_avg
-      pl_mean=jnp.asarray(ref["pl_mean_before"], jnp.float32))
+      pl_mean=jnp.asarray(ref["pl_mean_before"], jnp.float32),
+      **train_steps.fresh_augment_state(t))
   pl_batch = batch // t.pl_batch_shrink
   inputs = {"z_gmain": ref["Gmain/z"], "z_greg": ref["Greg/z"][:pl_batch],
             "z_dmain": ref["Dmain/z"], "pl_noise": ref["pl_noise"]}

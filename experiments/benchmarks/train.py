@@ -66,7 +66,8 @@ def gen_synth_worker(config):
   g_tx, d_tx = train_steps.make_optimizers(config.train)
   mesh = sharding_lib.make_mesh()
   init = lambda k: train_steps.init_state(generator, discriminator, g_tx, d_tx, k,
-                                          resolution=config.model.resolution)
+                                          resolution=config.model.resolution,
+                                          train_config=config.train)
   shardings = sharding_lib.state_shardings(mesh, jax.eval_shape(init, jax.random.PRNGKey(0)))
   state = jax.jit(init, out_shardings=shardings)(jax.random.PRNGKey(0))
   steps = train.CompiledSteps(config, generator, discriminator, g_tx, d_tx, mesh, shardings)
@@ -151,6 +152,7 @@ def main(argv):
   del argv
   config = _CONFIG.value
   config.train.batch_size = _BATCH.value
+  config.train.augment = "none"      # the official worker runs --aug=noaug
   if _WORKER.value:
     result = gemm_worker() if _WORKER.value == "gemm" else gen_synth_worker(config)
     print(json.dumps(result))
