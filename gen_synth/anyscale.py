@@ -41,7 +41,6 @@ bytes. All jitted calls have static shapes (edge tiles are padded), so nothing
 recompiles per tile.
 """
 
-import functools
 import math
 import os
 import struct
@@ -53,13 +52,14 @@ import jax.numpy as jnp
 import numpy as np
 
 from gen_synth import sampling
+from gen_synth import xla_cpu
 
 IndexMap = Callable[[np.ndarray, np.ndarray], Tuple[np.ndarray, np.ndarray]]
 
 # --- jitted pieces; shapes are static per (tile, chunk), so each compiles once ---
 
 
-@functools.partial(jax.jit, static_argnames=("model", "axis"))
+@xla_cpu.jit(static_argnames=("model", "axis"))
 def _line_chunk(model, variables, ws, coords, axis):
   """coords [T] -> lines [L, B, T, rank, 32] of the rows (axis 0) or columns (axis 1)."""
   empty = coords[:0]
@@ -67,19 +67,19 @@ def _line_chunk(model, variables, ws, coords, axis):
   return model.apply(variables, ws, *args, method="line_features")[axis]
 
 
-@functools.partial(jax.jit, static_argnames=("model",))
+@xla_cpu.jit(static_argnames=("model",))
 def _compose(model, variables, ws, row_feats, col_feats):
   """Lines [L, B, T, rank, 32] x2 -> [B, T, T, 3]."""
   return model.apply(variables, ws, row_feats, col_feats, method="compose")
 
 
-@functools.partial(jax.jit, static_argnames=("model",))
+@xla_cpu.jit(static_argnames=("model",))
 def _synthesis(model, variables, ws, rows, cols):
   """rows [T], cols [T] -> [B, T, T, 3] (pixel-independent models without lines)."""
   return model.apply(variables, ws, rows, cols, method="synthesis")
 
 
-@functools.partial(jax.jit, static_argnames=("model",))
+@xla_cpu.jit(static_argnames=("model",))
 def _pixels(model, variables, ws, ys, xs):
   """Per-pixel coordinates ys [P], xs [P] -> rgb [B, P, 3] (CREPS, one pass)."""
   def fn(m, ws, ys, xs):
@@ -88,7 +88,7 @@ def _pixels(model, variables, ws, ys, xs):
   return model.apply(variables, ws, ys, xs, method=fn)
 
 
-@functools.partial(jax.jit, static_argnames=("model",))
+@xla_cpu.jit(static_argnames=("model",))
 def _pixels_rowwise(model, variables, ws, ys, xs):
   """Fallback for pixel-independent models without lines: ys, xs [P] -> [B, P, 3].
 

@@ -90,8 +90,9 @@ def discriminator_defaults(resolution: int) -> ml_collections.ConfigDict:
       resolution=resolution, channel_base=32768, channel_max=512,
       mbstd_group_size=4, mbstd_num_channels=1, conv_clamp=256.0,
       # How D's convolutions and their gradients of every order run
-      # (models/conv_ops.py): 'auto' = shifted-GEMM weight gradients on CPU,
-      # XLA's convolution gradients on GPU/TPU; 'xla' | 'gemm' to force one.
+      # (models/conv_ops.py): 'auto' = 'maps' on CPU (every order made of the
+      # three first-order convolutions), XLA's own gradients ('xla') on GPU/TPU;
+      # 'xla' | 'maps' | 'gemm' (shifted-GEMM weight gradient) to force one.
       conv_impl="auto"))
 
 

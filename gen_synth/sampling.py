@@ -1,6 +1,5 @@
 """Latents from seeds, generators from run directories, whole and tiled rendering."""
 
-import functools
 import re
 from typing import Optional, Sequence
 
@@ -11,6 +10,7 @@ import numpy as np
 
 from gen_synth import checkpointing
 from gen_synth import models
+from gen_synth import xla_cpu
 from gen_synth.models import coords as coords_lib
 
 
@@ -83,7 +83,7 @@ def load_generator(workdir: Optional[str] = None, config=None, init_seed: int = 
   return model, variables, config, restored_step
 
 
-@functools.partial(jax.jit, static_argnames=("model", "method"))
+@xla_cpu.jit(static_argnames=("model", "method"))
 def _apply(model, variables, *args, method):
   return model.apply(variables, *args, method=method)
 

@@ -31,6 +31,7 @@ from gen_synth import data as data_lib
 from gen_synth import sampling
 from gen_synth import sharding as sharding_lib
 from gen_synth import train_steps
+from gen_synth import xla_cpu
 from gen_synth.evaluation import evaluator
 from gen_synth.models import discriminator as discriminator_lib
 
@@ -181,8 +182,8 @@ class CompiledSteps:
     """The jitted phase `name`: (state, images, root_key) -> (state, metrics)."""
     if name not in self._cache:
       fn = functools.partial(train_steps.run_phase, name, **self._kwargs)
-      self._cache[name] = jax.jit(fn, in_shardings=self._in, out_shardings=self._out,
-                                  donate_argnums=0)
+      self._cache[name] = xla_cpu.jit(fn, in_shardings=self._in, out_shardings=self._out,
+                                      donate_argnums=0)
     return self._cache[name]
 
   def __call__(self, step: int, state, images, root_key):
@@ -222,7 +223,7 @@ class Hooks:
     self.sample_z = jnp.asarray(sampling.seed_latents(range(config.num_sample_images),
                                                       generator.z_dim))
     res = config.model.resolution
-    self.sample_fn = jax.jit(lambda v, z, key: generator.apply(
+    self.sample_fn = xla_cpu.jit(lambda v, z, key: generator.apply(
         v, z, height=res, width=res, rngs={"noise": key}))
     self.pending = []
     self.last_log = (start_step, time.time())
@@ -339,8 +340,8 @@ def evaluate_generator(config, generator, variables, metric_names, num_generated
   """{metric: value} of a generator's images against config.data's real images."""
   e = config.eval
   resolution = config.model.resolution
-  apply = jax.jit(lambda v, z, key: generator.apply(v, z, height=resolution, width=resolution,
-                                                     rngs={"noise": key}))
+  apply = xla_cpu.jit(lambda v, z, key: generator.apply(v, z, height=resolution, width=resolution,
+                                                         rngs={"noise": key}))
 
   def generate_fn(num, seed, batch_size):
     rng = np.random.RandomState(seed)

@@ -1,4 +1,6 @@
-"""conv_ops.conv2d: the shifted-GEMM gradients equal XLA's convolution gradients, of every order."""
+"""conv_ops.conv2d: the custom-VJP maps ('maps', 'gemm') equal XLA's convolution gradients, of every order."""
+
+import re
 
 import jax
 import jax.numpy as jnp
@@ -30,8 +32,9 @@ def _inputs(k, h, w, c_in=5, c_out=6, batch=3):
           jax.random.normal(kw, (k, k, c_in, c_out)) / np.sqrt(c_in * k * k))
 
 
+@pytest.mark.parametrize("impl", ["maps", "gemm"])
 @pytest.mark.parametrize("k,stride,padding,h,w", CASES)
-def test_gradients_of_every_order_equal_xla(k, stride, padding, h, w):
+def test_gradients_of_every_order_equal_xla(k, stride, padding, h, w, impl):
   x, kernel = _inputs(k, h, w)
 
   def results(impl):
@@ -49,7 +52,7 @@ def test_gradients_of_every_order_equal_xla(k, stride, padding, h, w):
         kernel, x) + jax.grad(grad_of_wgrad, argnums=(0, 1))(x, kernel)
 
   names = ["forward", "dx", "dw", "r1 dw", "r1 dx", "wgrad^2 dx", "wgrad^2 dw"]
-  for name, a, b in zip(names, results("xla"), results("gemm")):
+  for name, a, b in zip(names, results("xla"), results(impl)):
     assert a.shape == b.shape, name
     assert _rel(a, b) < 2e-6, (name, _rel(a, b))
 
@@ -82,8 +85,44 @@ def test_r1_second_order_has_no_xla_weight_gradient_convolution():
     assert any("dim_numbers = [f," in l for l in convs) == expected, impl
 
 
-def test_auto_is_gemm_on_cpu_and_impl_is_checked():
-  assert conv_ops.resolve_impl("auto") == ("gemm" if jax.default_backend() == "cpu" else "xla")
+def _conv_signatures(text):
+  """{(dim_numbers, window)} of the convolutions in StableHLO text."""
+  return {m.groups() for m in re.finditer(
+      r"stablehlo\.convolution\(.*dim_numbers = (.*?), window = \{([^}]*)\}", text)}
+
+
+@pytest.mark.parametrize("stride", [1, 2])
+def test_maps_second_order_is_made_of_the_first_order_convolutions(stride):
+  """'maps': R1 (grad_w |grad_x conv|^2) and the gradient of the weight
+  gradient run only the convolutions of the first-order VJP (F, I, W in their
+  standard layouts); JAX's own second order ('xla') brings new ones."""
+  x, kernel = _inputs(3, 9, 9)
+  g = jax.random.normal(jax.random.PRNGKey(3), (3, (9 + 2 - 3) // stride + 1,
+                                                (9 + 2 - 3) // stride + 1, 6))
+
+  def lowered(impl):
+    conv = lambda x, w: conv_ops.conv2d(x, w, stride, 1, impl)
+    first = jax.jit(lambda x, w, g: jax.vjp(conv, x, w)[1](g)).lower(x, kernel, g).as_text()
+
+    def d(x, w):
+      return jnp.sum(jnp.sin(conv(x, w)))
+
+    second = jax.jit(jax.grad(lambda w, x: jnp.sum(jnp.square(jax.grad(d)(x, w))),
+                              argnums=(0, 1))).lower(kernel, x).as_text()
+    third = jax.jit(jax.grad(lambda x, w: jnp.sum(jnp.square(jax.grad(d, argnums=1)(x, w))),
+                             argnums=(0, 1))).lower(x, kernel).as_text()
+    forward = jax.jit(conv).lower(x, kernel).as_text()
+    return (_conv_signatures(forward) | _conv_signatures(first),
+            _conv_signatures(second) | _conv_signatures(third))
+
+  first, higher = lowered("maps")
+  assert len(first) == 3 and higher <= first, (first, higher)
+  first, higher = lowered("xla")
+  assert not higher <= first
+
+
+def test_auto_is_maps_on_cpu_and_impl_is_checked():
+  assert conv_ops.resolve_impl("auto") == ("maps" if jax.default_backend() == "cpu" else "xla")
   with pytest.raises(ValueError, match="conv impl"):
     conv_ops.conv2d(jnp.zeros((1, 4, 4, 1)), jnp.zeros((3, 3, 1, 1)), impl="cudnn")
 
@@ -99,10 +138,11 @@ def test_separable_blur_equals_depthwise_convolution():
     np.testing.assert_allclose(sep, dense, atol=1e-6)
 
 
-def test_discriminator_logits_grads_and_r1_equal_across_impls():
+@pytest.mark.parametrize("impl", ["maps", "gemm"])
+def test_discriminator_logits_grads_and_r1_equal_across_impls(impl):
   d_xla = discriminator_lib.Discriminator(resolution=16, channel_base=128, channel_max=32,
                                           conv_impl="xla")
-  d_gemm = d_xla.clone(conv_impl="gemm")
+  d_gemm = d_xla.clone(conv_impl=impl)
   x = jax.random.uniform(jax.random.PRNGKey(1), (4, 16, 16, 3), minval=-1, maxval=1)
   params = d_xla.init(jax.random.PRNGKey(0), x)["params"]
 

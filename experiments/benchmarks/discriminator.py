@@ -1,10 +1,12 @@
 r"""D's forward, forward+backward and R1 gradient with each convolution implementation, one run.
 
-  python experiments/benchmarks/discriminator.py --res=128 --batch=4 --impls=xla,gemm
+  python experiments/benchmarks/discriminator.py --res=128 --batch=4 --impls=xla,maps,gemm
 
 Times (best of --reps after a first call) jit(D), jit(grad of the D loss)
-and jit(grad of R1), for `conv_impl` 'xla' (XLA's own convolution gradients)
-and 'gemm' (models/conv_ops.py: shifted-GEMM weight gradients of every order),
+and jit(grad of R1), for each `conv_impl` (models/conv_ops.py: 'xla', JAX's own convolution
+gradients; 'maps', every order one of the three first-order convolutions;
+'gemm', the same with shifted-GEMM weight gradients), compiled with
+gen_synth's XLA:CPU kernels (gen_synth/xla_cpu.py),
 prints one JSON line per case with XLA's FLOP count and the f32 GEMM peak
 measured in the same run, and the largest relative difference between the
 implementations (logits, gradients).
@@ -19,11 +21,12 @@ import jax
 import jax.numpy as jnp
 
 from gen_synth import losses
+from gen_synth import xla_cpu
 from gen_synth.models import discriminator as discriminator_lib
 
 _RES = flags.DEFINE_integer("res", 128, "Resolution.")
 _BATCH = flags.DEFINE_integer("batch", 4, "Batch.")
-_IMPLS = flags.DEFINE_list("impls", ["xla", "gemm"], "conv_impl values.")
+_IMPLS = flags.DEFINE_list("impls", ["xla", "maps", "gemm"], "conv_impl values.")
 _REPS = flags.DEFINE_integer("reps", 2, "Timed calls (best is reported).")
 
 
@@ -49,7 +52,7 @@ def gemm_peak(n=2048):
 def _compile(fn, *args):
   """(compiled fn, its FLOPs by XLA's cost analysis, compile seconds)."""
   t = time.perf_counter()
-  compiled = jax.jit(fn).lower(*args).compile()
+  compiled = xla_cpu.jit(fn).lower(*args).compile()
   seconds = time.perf_counter() - t
   analysis = compiled.cost_analysis()
   analysis = analysis[0] if isinstance(analysis, (list, tuple)) else analysis

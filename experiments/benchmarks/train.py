@@ -4,8 +4,9 @@ r"""Training iteration speed: gen_synth against the official CREPS code, side by
       --batch_size=4 --official_repo=PATH/TO/CREPS --official_python=PATH/TO/torch/python
 
 Each case runs in its own process, in this order: the f32 GEMM peak (XLA),
-gen_synth, the official code (when --official_repo is given), the GEMM peak
-again. Both implementations time every phase of the iteration on its own
+gen_synth, gen_synth with jaxlib's default XLA:CPU kernels and D's
+conv_impl='gemm', the best under them (--xla_default_kernels; gen_synth/xla_cpu.py), the official code (when
+--official_repo is given), the GEMM peak again. Both implementations time every phase of the iteration on its own
 (median of --reps after a first iteration that compiles / warms up):
 Gmain, Greg (path length), Dmain, Dreg (R1) and the EMA, and an iteration is
 
@@ -19,8 +20,6 @@ Prints one JSON line per case and a markdown table; --out appends the JSON.
 
 import json
 import os
-import resource
-import subprocess
 import sys
 import time
 
@@ -28,12 +27,16 @@ from absl import app
 from absl import flags
 from ml_collections import config_flags
 
+import harness
+
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Training config.")
 _BATCH = flags.DEFINE_integer("batch_size", 4, "Global batch size.")
 _REPS = flags.DEFINE_integer("reps", 2, "Timed repetitions of each phase.")
 _OFFICIAL = flags.DEFINE_string("official_repo", None, "A clone of VinAIResearch/CREPS.")
 _OFFICIAL_PY = flags.DEFINE_string("official_python", sys.executable,
                                    "Python with torch for the official code.")
+_XLA_DEFAULT = flags.DEFINE_bool("xla_default_kernels", False,
+                                 "Also time gen_synth with jaxlib's default XLA:CPU kernels.")
 _WORKER = flags.DEFINE_enum("worker", None, ["gemm", "gen_synth"], "Internal: run one case.")
 _OUT = flags.DEFINE_string("out", None, "Append the JSON lines to this file.")
 
@@ -41,27 +44,12 @@ OFFICIAL_PHASE = {"g_main": "Gmain", "g_pl": "Greg", "d_main": "Dmain", "d_r1": 
                   "finish": "ema"}
 
 
-def gemm_worker():
-  import jax  # pylint: disable=g-import-not-at-top
-  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
-  n = 2048
-  a = jax.random.normal(jax.random.PRNGKey(0), (n, n), jnp.float32)
-  f = jax.jit(lambda a: a @ a)
-  jax.block_until_ready(f(a))
-  best = float("inf")
-  for _ in range(7):
-    t = time.perf_counter()
-    jax.block_until_ready(f(a))
-    best = min(best, time.perf_counter() - t)
-  return {"impl": "gemm_peak", "gflops": 2 * n ** 3 / best / 1e9}
-
-
 def gen_synth_worker(config):
   t_start = time.perf_counter()
   import jax  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
   from gen_synth import sharding as sharding_lib  # pylint: disable=g-import-not-at-top
-  from gen_synth import train, train_steps  # pylint: disable=g-import-not-at-top
+  from gen_synth import train, train_steps, xla_cpu  # pylint: disable=g-import-not-at-top
   generator, discriminator = train.build_models(config)
   g_tx, d_tx = train_steps.make_optimizers(config.train)
   mesh = sharding_lib.make_mesh()
@@ -100,8 +88,8 @@ def gen_synth_worker(config):
           "s_all": {OFFICIAL_PHASE[k]: v for k, v in times.items()},
           "flops": {OFFICIAL_PHASE[k]: v for k, v in flops.items()},
           "compile_s": {OFFICIAL_PHASE[k]: v for k, v in compile_s.items()},
-          "startup_s": startup,
-          "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+          "startup_s": startup, "xla_cpu_options": xla_cpu.compiler_options(),
+          "peak_rss_mib": harness.peak_rss_mib()}
 
 
 def iteration_s(s, train_config):
@@ -109,20 +97,11 @@ def iteration_s(s, train_config):
           + s["Dreg"] / train_config.r1_interval)
 
 
-def _run(cmd):
-  out = subprocess.run(cmd, check=False, capture_output=True, text=True)
-  if out.returncode:
-    raise RuntimeError(f"{cmd[:3]} failed ({out.returncode}):\n{out.stderr[-4000:]}")
-  lines = [l for l in out.stdout.splitlines() if l.startswith("{")]
-  if not lines:
-    raise RuntimeError(f"{cmd[:3]} printed no result:\n{out.stdout[-2000:]}\n{out.stderr[-4000:]}")
-  return json.loads(lines[-1])
-
-
 def table(results, train_config):
   peak = sum(r["gflops"] for r in results if r["impl"] == "gemm_peak") / max(
       1, sum(r["impl"] == "gemm_peak" for r in results))
-  ours = next(r for r in results if r["impl"] == "gen_synth")
+  ours = next(r for r in results if r["impl"] == "gen_synth" and not r.get("xla_default_kernels"))
+  xla_default = next((r for r in results if r.get("xla_default_kernels")), None)
   theirs = next((r for r in results if r["impl"] == "official"), None)
   flops = dict(ours["flops"])
   rows = ["| phase | GFLOP | official s | gen_synth s | speed-up | official % peak "
@@ -145,6 +124,10 @@ def table(results, train_config):
               + (f", official {theirs['startup_s']:.0f} s" if theirs else "")
               + f". Peak RSS: gen_synth {ours['peak_rss_mib']:.0f} MiB"
               + (f", official {theirs['peak_rss_mib']:.0f} MiB" if theirs else "") + ".")
+  if xla_default:
+    phases = ", ".join(f"{k} {v:.2f} s" for k, v in xla_default["s"].items())
+    rows.append(f"gen_synth with jaxlib's default XLA:CPU kernels: iteration "
+                f"{iteration_s(xla_default['s'], train_config):.2f} s ({phases}).")
   return "\n".join(rows)
 
 
@@ -154,24 +137,20 @@ def main(argv):
   config.train.batch_size = _BATCH.value
   config.train.augment = "none"      # the official worker runs --aug=noaug
   if _WORKER.value:
-    result = gemm_worker() if _WORKER.value == "gemm" else gen_synth_worker(config)
+    result = ({"impl": "gemm_peak", "gflops": harness.gemm_peak_gflops()}
+              if _WORKER.value == "gemm" else gen_synth_worker(config))
     print(json.dumps(result))
     return
-  me = [sys.executable, os.path.abspath(__file__)] + [a for a in sys.argv[1:]
-                                                      if not a.startswith("--official")]
-  results = []
-
-  def run(cmd):          # each result is printed (and appended to --out) as it arrives
-    r = _run(cmd)
-    r["load_avg_1min"] = os.getloadavg()[0]
-    print(json.dumps(r), flush=True)
-    if _OUT.value:
-      with open(_OUT.value, "a") as f:
-        f.write(json.dumps(r) + "\n")
-    results.append(r)
-
+  me = [sys.executable, os.path.abspath(__file__)] + [
+      a for a in sys.argv[1:] if not a.startswith(("--official", "--out", "--xla_default"))]
+  runs = harness.Collector(_OUT.value)
+  run = runs.run
   run(me + ["--worker=gemm"])
   run(me + ["--worker=gen_synth"])
+  if _XLA_DEFAULT.value:
+    # Under YNNPACK's kernels the shifted-GEMM weight gradient is D's best ('gemm').
+    run(me + ["--worker=gen_synth", "--config.discriminator.conv_impl=gemm"],
+        env=harness.XLA_DEFAULT_KERNELS, xla_default_kernels=True)
   if _OFFICIAL.value:
     t = config.train
     worker = os.path.join(os.path.dirname(os.path.abspath(__file__)), "official_train_worker.py")
@@ -180,7 +159,7 @@ def main(argv):
          f"--reps={_REPS.value}", f"--r1_gamma={t.r1_gamma}", f"--pl_weight={t.pl_weight}",
          f"--style_mixing_prob={t.style_mixing_prob}"])
   run(me + ["--worker=gemm"])
-  print(table(results, config.train))
+  print(table(runs.results, config.train))
 
 
 if __name__ == "__main__":

@@ -36,6 +36,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from gen_synth import xla_cpu
+
 FID_WEIGHTS_URL = (
     "https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/"
     "pt_inception-2015-12-05-6726825d.pth")
@@ -497,7 +499,7 @@ def make_feature_fn(variables, batch_size: int = 32, dtype=jnp.float32
   """
   model = FIDInceptionV3(dtype=dtype)
 
-  @jax.jit
+  @xla_cpu.jit
   def _apply(x):
     return model.apply(variables, x)["pool3"]
 

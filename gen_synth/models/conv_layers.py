@@ -228,7 +228,7 @@ class ModulatedConv2d(nn.Module):
     x = x.astype(self.dtype) * styles[:, None, None, :].astype(self.dtype)
     wt = weight.astype(self.dtype)
     if k == 1:
-      y = jnp.einsum("bhwi,io->bhwo", x, wt[0, 0])
+      y = layers.matmul_last(x, wt[0, 0])
     else:
       y = conv_ops.conv2d(x, wt, 1, k // 2, self.impl)
     if self.demodulate:

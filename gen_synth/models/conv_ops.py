@@ -1,12 +1,4 @@
-"""A 2-D convolution whose gradients of every order run as fast GEMMs on CPU.
-
-XLA:CPU runs a convolution's forward and its input gradient near the GEMM
-peak, but its weight gradient at 6-22 % of it (../shared/STYLE.md, Performance
-notes), and R1 differentiates D's backward once more, so training spends most
-of its time there. `conv2d` keeps XLA's convolution for the forward and the
-input gradient and computes the weight gradient as a sum of k*k shifted GEMMs:
-
-  dW[i, j] = sum_{b, p, q} x_pad[b, i + s p, j + s q, :]^T g[b, p, q, :]
+"""A 2-D convolution whose gradients of every order are the three first-order maps.
 
 The three maps of one convolution are bilinear and each one's derivatives are
 the other two:
@@ -19,13 +11,23 @@ the other two:
   vjp I: c_x -> (F(c_x, w), W(c_x, g))
   vjp W: c_w -> (I(g, c_w), F(x, c_w))
 
-so gradients of gradients (R1, path length) never reach XLA's slow weight
-gradient either: every order is a convolution or shifted GEMMs. The numbers are
-those of `lax.conv_general_dilated` up to float rounding (summation order).
+`conv2d` wires these with custom VJPs, so gradients of gradients (R1, path
+length) are again F, I and W in their standard layouts. JAX's own second-order
+derivative of a convolution is a convolution in new layouts (a weight gradient
+with the output dimensions swapped; for stride 2 a weight gradient with input
+dilation), which XLA:CPU runs far slower: R1 of the res-128 D took 77 s with
+'xla' and 13 s with 'maps' (2-core AMD EPYC, `gen_synth.xla_cpu` kernels).
 
-`impl`: 'xla' (plain `lax.conv_general_dilated`, XLA's own gradients: GPUs
-and TPUs have fast convolution gradients), 'gemm' (the above), or 'auto'
-('gemm' on CPU, 'xla' elsewhere; decided when traced).
+`impl`:
+- 'xla': `lax.conv_general_dilated` with JAX's own gradients (GPUs and TPUs
+  run every layout fast).
+- 'maps': the structure above, each map one XLA convolution.
+- 'gemm': the same, but W as a sum of k*k shifted GEMMs
+  (dW[i, j] = sum_{b,p,q} x_pad[b, i + s p, j + s q, :]^T g[b, p, q, :]): for
+  XLA:CPU with YNNPACK convolutions (jaxlib's default, see
+  `gen_synth.xla_cpu`), whose weight gradient runs at 6-22 % of the GEMM peak.
+- 'auto': 'maps' on CPU, 'xla' elsewhere (decided when traced).
+The numbers are those of `lax.conv_general_dilated` up to float rounding.
 """
 
 import functools
@@ -34,7 +36,7 @@ from typing import NamedTuple, Tuple
 import jax
 import jax.numpy as jnp
 
-IMPLS = ("auto", "xla", "gemm")
+IMPLS = ("auto", "xla", "maps", "gemm")
 _DIMS = ("NHWC", "HWIO", "NHWC")
 
 
@@ -42,13 +44,14 @@ class ConvSpec(NamedTuple):
   """Static description of one convolution (hashable)."""
   stride: int
   padding: Tuple[Tuple[int, int], Tuple[int, int]]   # ((top, bottom), (left, right)), >= 0
+  gemm_weight_grad: bool = False                     # W as shifted GEMMs ('gemm')
 
 
 def resolve_impl(impl: str) -> str:
   if impl not in IMPLS:
     raise ValueError(f"conv impl must be one of {IMPLS}, got {impl!r}")
   if impl == "auto":
-    return "gemm" if jax.default_backend() == "cpu" else "xla"
+    return "maps" if jax.default_backend() == "cpu" else "xla"
   return impl
 
 
@@ -65,7 +68,16 @@ def _input_grad(g, w, spec, in_hw):
 
 
 def _weight_grad(x, g, spec, k_hw):
-  """W(x, g): x [B, H, W, I], g [B, H', W', O] -> [kh, kw, I, O] as kh*kw GEMMs.
+  """W(x, g): x [B, H, W, I], g [B, H', W', O] -> [kh, kw, I, O]."""
+  if spec.gemm_weight_grad:
+    return _weight_grad_gemm(x, g, spec, k_hw)
+  w_aval = jax.ShapeDtypeStruct(tuple(k_hw) + (x.shape[3], g.shape[3]), x.dtype)
+  (w_ct,) = jax.linear_transpose(lambda w: _xla_conv(x, w, spec), w_aval)(g)
+  return w_ct
+
+
+def _weight_grad_gemm(x, g, spec, k_hw):
+  """W(x, g) as kh*kw GEMMs: x [B, H, W, I], g [B, H', W', O] -> [kh, kw, I, O].
 
   Each tap is dW[i, j]^T = g^T [O, N] @ patch_ij [N, I] (N = B H' W'): g is
   transposed once and every GEMM is a plain row-major one; contracting both
@@ -99,7 +111,8 @@ def _conv_f(x, w, spec):
 # Each fwd rule computes its output through the custom_vjp function itself, not
 # its body: under a second differentiation (R1, path length) JAX differentiates
 # the fwd rule of the inner level with the outer level's autodiff, which would
-# otherwise see the plain XLA convolution and emit XLA's slow weight gradient.
+# otherwise see the plain XLA convolution and emit JAX's own second-order
+# convolutions (new layouts, slow on XLA:CPU).
 def _conv_f_fwd(x, w, spec):
   return _conv_f(x, w, spec), (x, w)
 
@@ -153,9 +166,11 @@ def conv2d(x, w, stride: int = 1, padding=((0, 0), (0, 0)), impl: str = "auto"):
   """
   if isinstance(padding, int):
     padding = ((padding, padding), (padding, padding))
-  spec = ConvSpec(int(stride), tuple(tuple(int(p) for p in pair) for pair in padding))
+  impl = resolve_impl(impl)
+  spec = ConvSpec(int(stride), tuple(tuple(int(p) for p in pair) for pair in padding),
+                  gemm_weight_grad=impl == "gemm")
   if min(p for pair in spec.padding for p in pair) < 0:
     raise ValueError(f"conv2d needs non-negative padding, got {padding}")
-  if resolve_impl(impl) == "xla":
+  if impl == "xla":
     return _xla_conv(x, w, spec)
   return _conv_f(x, w.astype(x.dtype), spec)

@@ -9,10 +9,9 @@ StyleGAN2-ADA `Discriminator` with architecture 'resnet', c_dim 0:
                  fc (C*16 -> C, lrelu), out (C -> 1)          -> logits [B]
 Widths C(res) = min(channel_base / res, channel_max); CREPS trains with
 channel_base 32768 and channel_max 512. Convolutions clamp at 256 (scaled by
-the layer gain), as `conv_clamp=256`. `conv_impl` ('auto' | 'xla' | 'gemm'):
-how the convolutions and their gradients of every order run
-(`conv_ops.conv2d`; 'auto' = shifted-GEMM weight gradients on CPU, XLA's
-convolution gradients on GPU/TPU).
+the layer gain), as `conv_clamp=256`. `conv_impl` ('auto' | 'xla' | 'maps' |
+'gemm'): how the convolutions and their gradients of every order run
+(`conv_ops.conv2d`; 'auto' = 'maps' on CPU, XLA's own gradients on GPU/TPU).
 
 The epilogue flattens [B, 4, 4, C] channels-last, where the official code
 flattens NCHW: the same function class with a permuted fc weight.

@@ -1,0 +1,79 @@
+"""Shared pieces of the side-by-side benchmarks (train.py, generation.py).
+
+Every case runs in a process of its own (its peak RSS is its own, nothing is
+warm from another case) and prints one JSON line; the driver collects them.
+A speed is reported beside the f32 GEMM peak of XLA measured in the same run
+(`gemm_peak_gflops`, run first and last), so a ratio and its % of peak come
+from one run on one machine.
+
+`XLA_DEFAULT_KERNELS` is the environment that makes gen_synth compile with
+jaxlib's default XLA:CPU kernels instead of its own choice (gen_synth/xla_cpu.py):
+an XLA_FLAGS entry that names the option makes gen_synth pass none, and '+reduce'
+adds nothing to XLA's default list.
+"""
+
+import json
+import os
+import subprocess
+import time
+from typing import Dict, List, Optional
+
+XLA_DEFAULT_KERNELS = {"XLA_FLAGS": (os.environ.get("XLA_FLAGS", "") +
+                                     " --xla_cpu_experimental_ynn_fusion_type=+reduce").strip()}
+
+
+def gemm_peak_gflops(n: int = 2048, reps: int = 7) -> float:
+  """XLA's f32 GEMM rate on an n x n matmul (GFLOP/s): the best of `reps` calls,
+  with jaxlib's default kernels and with gen_synth's (gen_synth/xla_cpu.py),
+  whichever is faster."""
+  import jax  # pylint: disable=g-import-not-at-top
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  from gen_synth import xla_cpu  # pylint: disable=g-import-not-at-top
+  a = jax.random.normal(jax.random.PRNGKey(0), (n, n), jnp.float32)
+  best = float("inf")
+  for f in (jax.jit(lambda a: a @ a), xla_cpu.jit(lambda a: a @ a)):
+    jax.block_until_ready(f(a))
+    for _ in range(reps):
+      t = time.perf_counter()
+      jax.block_until_ready(f(a))
+      best = min(best, time.perf_counter() - t)
+  return 2 * n ** 3 / best / 1e9
+
+
+def run_case(cmd: List[str], env: Optional[Dict[str, str]] = None) -> dict:
+  """Runs one worker process and returns the last JSON line it printed."""
+  full_env = dict(os.environ, **(env or {}))
+  out = subprocess.run(cmd, check=False, capture_output=True, text=True, env=full_env)
+  if out.returncode:
+    raise RuntimeError(f"{cmd[:3]} failed ({out.returncode}):\n{out.stderr[-4000:]}")
+  lines = [l for l in out.stdout.splitlines() if l.startswith("{")]
+  if not lines:
+    raise RuntimeError(f"{cmd[:3]} printed no result:\n{out.stdout[-2000:]}\n{out.stderr[-4000:]}")
+  return json.loads(lines[-1])
+
+
+class Collector:
+  """Runs cases one after the other; prints and appends (--out) each result as it arrives."""
+
+  def __init__(self, out_path: Optional[str]):
+    self.out_path, self.results = out_path, []
+
+  def run(self, cmd: List[str], env: Optional[Dict[str, str]] = None, **labels) -> dict:
+    result = dict(run_case(cmd, env), **labels)
+    result["load_avg_1min"] = os.getloadavg()[0]
+    print(json.dumps(result), flush=True)
+    if self.out_path:
+      with open(self.out_path, "a") as f:
+        f.write(json.dumps(result) + "\n")
+    self.results.append(result)
+    return result
+
+  def gemm_peak(self) -> float:
+    """Mean of the GEMM-peak cases run so far (GFLOP/s)."""
+    peaks = [r["gflops"] for r in self.results if r["impl"] == "gemm_peak"]
+    return sum(peaks) / max(len(peaks), 1)
+
+
+def peak_rss_mib() -> float:
+  import resource  # pylint: disable=g-import-not-at-top
+  return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

@@ -1,0 +1,88 @@
+"""Which kernels XLA:CPU runs gen_synth's dots and convolutions with, per executable.
+
+jaxlib 0.10 hands dots, convolutions and reductions to YNNPACK by default
+(`xla_cpu_experimental_ynn_fusion_type` = individual_dot,
+individual_convolution, reduce). On the 2-core AMD EPYC of this project
+(no AVX-512, f32) YNNPACK's 3x3 convolutions ran at 90-105 GFLOP/s and its
+convolution weight gradient at 11-45, against 145-160 and 130-145 for XLA's
+own (Eigen) kernels; its dots at D's and G's shapes at 80-105 against 100-125.
+Its reductions are the faster ones (the path-length phase slows by ~20 %
+without them). So gen_synth compiles its hot paths (training phases,
+generation, evaluation) with YNNPACK kept for reductions only:
+
+  res-128 CREPS training, batch 4 (D's conv_impl 'gemm' under the defaults,
+  its best there; 'maps' here): Dmain 18.8 -> 13.5 s, Dreg (R1) 18.7 -> 13.2 s,
+  G's phases within run-to-run noise (Gmain 12.0 vs 13.4 s, first reps 11.7
+  vs 11.9 s);
+  generation at 256 px, s/img at batch 1 / 4: CREPS 0.97 / 0.88 -> 0.86 / 0.86,
+  PixelFolder 0.68 / 0.63 -> 0.53 / 0.46
+
+(`experiments/benchmarks/train.py` and `generation.py` with --xla_default_kernels,
+2026-12-06; both measure the two side by side.) Only this EPYC was measured:
+on an AVX-512 CPU YNNPACK's kernels may compare differently.
+
+The choice is made per executable (`jax.jit(..., compiler_options=...)`),
+never through process-wide flags, and only on the CPU backend: GPUs and TPUs
+compile as before. A user's XLA_FLAGS that set
+`--xla_cpu_experimental_ynn_fusion_type` win: gen_synth then passes nothing
+(e.g. `--xla_cpu_experimental_ynn_fusion_type=+reduce` keeps XLA's defaults).
+A jaxlib that does not know the option gets none either (checked once).
+"""
+
+import functools
+import os
+from typing import Any, Callable, Dict, Optional
+
+import jax
+import jax.numpy as jnp
+
+OPTION = "xla_cpu_experimental_ynn_fusion_type"
+YNN_FUSIONS = "LIBRARY_FUSION_TYPE_REDUCE"    # dots and convolutions: XLA's own kernels
+
+
+@functools.lru_cache(maxsize=None)
+def _supported(value: str) -> bool:
+  """Whether this jaxlib compiles with OPTION=value (a tiny probe, once per process)."""
+  try:
+    jax.jit(lambda x: x + 1).lower(jnp.zeros(())).compile(compiler_options={OPTION: value})
+    return True
+  except Exception:  # pylint: disable=broad-except  (an unknown option or enum value)
+    return False
+
+
+def compiler_options(backend: Optional[str] = None) -> Optional[Dict[str, Any]]:
+  """The compiler options gen_synth compiles with on `backend` (default: jax's), or None."""
+  backend = backend or jax.default_backend()
+  if backend != "cpu" or OPTION in os.environ.get("XLA_FLAGS", ""):
+    return None
+  return {OPTION: YNN_FUSIONS} if _supported(YNN_FUSIONS) else None
+
+
+class _Jit:
+  """`jax.jit(fun, compiler_options=compiler_options(), **kwargs)`, built on first use.
+
+  Building lazily keeps module-level decorators from initialising the backend
+  at import time (tests and multi-process runs set it up after importing).
+  """
+
+  def __init__(self, fun: Callable, kwargs: Dict[str, Any]):
+    functools.update_wrapper(self, fun)
+    self._fun, self._kwargs, self._jitted = fun, kwargs, None
+
+  def _get(self):
+    if self._jitted is None:
+      self._jitted = jax.jit(self._fun, compiler_options=compiler_options(), **self._kwargs)
+    return self._jitted
+
+  def __call__(self, *args, **kwargs):
+    return self._get()(*args, **kwargs)
+
+  def lower(self, *args, **kwargs):
+    return self._get().lower(*args, **kwargs)
+
+
+def jit(fun: Optional[Callable] = None, **kwargs):
+  """`jax.jit` with gen_synth's CPU kernel choice; also a decorator (`@jit(static_argnames=...)`)."""
+  if fun is None:
+    return lambda f: _Jit(f, kwargs)
+  return _Jit(fun, kwargs)

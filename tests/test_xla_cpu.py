@@ -1,0 +1,67 @@
+"""gen_synth.xla_cpu: the XLA:CPU kernel choice is made per executable, on CPU only."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from gen_synth import xla_cpu
+
+
+def _ynn_fusions(hlo_text):
+  """The bodies of the YNNPACK fusions of compiled HLO text (their called computations)."""
+  called = [line.split("calls=")[1].split(",")[0].strip("%") for line in hlo_text.splitlines()
+            if '"__ynn_fusion"' in line and "calls=" in line]
+  bodies, current = {}, None
+  for line in hlo_text.splitlines():
+    if line and not line.startswith(" ") and "{" in line:
+      current = line.split()[0].lstrip("%")
+      bodies[current] = []
+    elif current is not None:
+      bodies[current].append(line)
+  return ["\n".join(bodies.get(name, [])) for name in called]
+
+
+def test_options_on_cpu_only_and_user_flags_win(monkeypatch):
+  monkeypatch.delenv("XLA_FLAGS", raising=False)
+  assert xla_cpu.compiler_options("gpu") is None
+  assert xla_cpu.compiler_options("tpu") is None
+  # The pinned jaxlib knows the option: gen_synth's choice is in effect.
+  assert xla_cpu.compiler_options("cpu") == {xla_cpu.OPTION: xla_cpu.YNN_FUSIONS}
+  monkeypatch.setenv("XLA_FLAGS", f"--{xla_cpu.OPTION}=+reduce")
+  assert xla_cpu.compiler_options("cpu") is None
+
+
+def test_jit_runs_dots_and_convolutions_outside_ynnpack():
+  a = jax.random.normal(jax.random.PRNGKey(0), (64, 64))
+  # 32 channels: XLA's defaults hand this convolution (and the dot) to YNNPACK.
+  x = jax.random.normal(jax.random.PRNGKey(1), (1, 8, 8, 32))
+  w = jax.random.normal(jax.random.PRNGKey(2), (3, 3, 32, 32))
+
+  def fn(a, x, w):
+    y = jax.lax.conv_general_dilated(x, w, (1, 1), "SAME",
+                                     dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    return jnp.tanh(a @ a), jnp.sum(y, axis=(1, 2))
+
+  jitted = xla_cpu.jit(fn)
+  if jax.default_backend() == "cpu":
+    default = "\n".join(_ynn_fusions(jax.jit(fn).lower(a, x, w).compile().as_text()))
+    if " dot(" not in default or " convolution(" not in default:
+      pytest.skip("this XLA build does not hand these to YNNPACK: nothing to choose")
+    text = jitted.lower(a, x, w).compile().as_text()
+    for body in _ynn_fusions(text):
+      assert " dot(" not in body and " convolution(" not in body, body
+  ours, plain = jitted(a, x, w), jax.jit(fn)(a, x, w)
+  for o, p in zip(ours, plain):
+    np.testing.assert_allclose(o, p, rtol=1e-5, atol=1e-5 * float(jnp.max(jnp.abs(p))))
+
+
+def test_jit_as_decorator_with_static_args():
+  @xla_cpu.jit(static_argnames=("power",))
+  def f(x, power):
+    return x ** power
+
+  assert f.__name__ == "f"
+  np.testing.assert_allclose(f(jnp.arange(4.0), power=3), np.arange(4.0) ** 3)
+  compiled = f.lower(jnp.arange(4.0), power=2).compile()
+  np.testing.assert_allclose(compiled(jnp.arange(4.0)), np.arange(4.0) ** 2)
