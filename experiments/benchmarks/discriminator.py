@@ -20,6 +20,8 @@ from absl import flags
 import jax
 import jax.numpy as jnp
 
+import harness
+
 from gen_synth import losses
 from gen_synth import xla_cpu
 from gen_synth.models import discriminator as discriminator_lib
@@ -42,13 +44,6 @@ def _time(fn, *args):
   return best, first, out
 
 
-def gemm_peak(n=2048):
-  a = jax.random.normal(jax.random.PRNGKey(0), (n, n))
-  f = jax.jit(lambda a: a @ a)
-  best, _, _ = _time(f, a)
-  return 2 * n ** 3 / best / 1e9
-
-
 def _compile(fn, *args):
   """(compiled fn, its FLOPs by XLA's cost analysis, compile seconds)."""
   t = time.perf_counter()
@@ -63,7 +58,7 @@ def main(argv):
   del argv
   res, batch = _RES.value, _BATCH.value
   x = jax.random.uniform(jax.random.PRNGKey(1), (batch, res, res, 3), minval=-1, maxval=1)
-  peak = gemm_peak()
+  peak = harness.gemm_peak_gflops()
   outs = {}
   for impl in _IMPLS.value:
     d = discriminator_lib.Discriminator(resolution=res, conv_impl=impl)
@@ -92,7 +87,7 @@ def main(argv):
             lambda u, v: float(jnp.max(jnp.abs(u - v))) / max(float(jnp.max(jnp.abs(u))), 1e-30),
             a[name], b[name])
         print(json.dumps({"case": name, "max_rel_difference": max(jax.tree.leaves(diffs))}))
-  print(json.dumps({"gemm_peak_gflops_end": gemm_peak()}))
+  print(json.dumps({"gemm_peak_gflops_end": harness.gemm_peak_gflops()}))
 
 
 if __name__ == "__main__":

@@ -82,8 +82,7 @@ def gen_synth_worker(config, model_name, batch, dtype_name, reps):
 
 
 def table(results):
-  peak = sum(r["gflops"] for r in results if r["impl"] == "gemm_peak") / max(
-      1, sum(r["impl"] == "gemm_peak" for r in results))
+  peak = harness.mean_gemm_peak(results)
   ours = [r for r in results if r["impl"] == "gen_synth" and not r.get("xla_default_kernels")]
   find = lambda impl, r, **kw: next(
       (o for o in results if o["impl"] == impl and o["model"] == r["model"]

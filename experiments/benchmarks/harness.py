@@ -68,10 +68,11 @@ class Collector:
     self.results.append(result)
     return result
 
-  def gemm_peak(self) -> float:
-    """Mean of the GEMM-peak cases run so far (GFLOP/s)."""
-    peaks = [r["gflops"] for r in self.results if r["impl"] == "gemm_peak"]
-    return sum(peaks) / max(len(peaks), 1)
+
+def mean_gemm_peak(results: List[dict]) -> float:
+  """Mean of the GEMM-peak cases among `results` (GFLOP/s)."""
+  peaks = [r["gflops"] for r in results if r["impl"] == "gemm_peak"]
+  return sum(peaks) / max(len(peaks), 1)
 
 
 def peak_rss_mib() -> float:

@@ -98,8 +98,7 @@ def iteration_s(s, train_config):
 
 
 def table(results, train_config):
-  peak = sum(r["gflops"] for r in results if r["impl"] == "gemm_peak") / max(
-      1, sum(r["impl"] == "gemm_peak" for r in results))
+  peak = harness.mean_gemm_peak(results)
   ours = next(r for r in results if r["impl"] == "gen_synth" and not r.get("xla_default_kernels"))
   xla_default = next((r for r in results if r.get("xla_default_kernels")), None)
   theirs = next((r for r in results if r["impl"] == "official"), None)
