@@ -54,3 +54,25 @@ def test_generation_table_ratios_and_fractions_of_peak():
   # peak = mean(100, 300) = 200 GFLOP/s: 100 GFLOP in 0.5 s is 100 %, in 2 s 25 %.
   assert cells == ["creps-256", "1", "float32", "2.000", "0.500", "4.00x", "25 %", "100 %",
                    "0.800", "700 / 900"], cells
+
+
+def test_augment_worker_and_table():
+  """experiments/benchmarks/augment.py: the gen_synth worker runs its three jobs and the
+  table divides the official time by gen_synth's per job."""
+  out = subprocess.run(
+      [sys.executable, str(BENCH / "augment.py"), "--worker=gen_synth", "--res=16", "--batch=2",
+       "--reps=1"], capture_output=True, text=True, check=True, timeout=600)
+  ours = json.loads([l for l in out.stdout.splitlines() if l.startswith("{")][-1])
+  assert ours["impl"] == "gen_synth" and ours["res"] == 16 and ours["batch"] == 2
+  assert set(ours["s"]) == {"fwd", "vjp", "r1"} and min(ours["s"].values()) > 0
+  results = [dict(ours, s={"fwd": 0.5, "vjp": 1.0, "r1": 2.0}),
+             {"impl": "official", "res": 16, "batch": 2, "s": {"fwd": 1.0, "vjp": 1.0, "r1": 8.0}}]
+  code = ("import json, sys; sys.argv = ['augment.py']; import augment; "
+          f"print(augment.table(json.loads({json.dumps(json.dumps(results))})))")
+  table = subprocess.run([sys.executable, "-c", code], cwd=BENCH, capture_output=True,
+                         text=True, check=True).stdout
+  rows = [[c.strip() for c in l.strip("|").split("|")] for l in table.splitlines()
+          if l.startswith("| 16")]
+  assert rows == [["16", "2", "fwd", "1.0000", "0.5000", "2.00x"],
+                  ["16", "2", "vjp", "1.0000", "1.0000", "1.00x"],
+                  ["16", "2", "r1", "8.0000", "2.0000", "4.00x"]], rows
