@@ -14,9 +14,9 @@ download). The notebooks need neither the network nor ../shared.
 The stored notebooks must have no outputs (they are committed stripped) and
 must name their Colab link in the header.
 
-Time on the project's 2-core CPU (shared with other jobs, load average 4-5):
-8 min for the three with a cold XLA compilation cache (6 of them compiling
-train_on_tpu's training step on 2 virtual devices), 2.3 min warm. The kernels
+Time on the project's idle 2-core AMD EPYC (2026-12-06): 146 s for the three
+with a cold XLA compilation cache (most of it compiling train_on_tpu's training
+step on 2 virtual devices), 102 s warm. The kernels
 use the persistent compilation cache of tests/conftest.py
 (GEN_SYNTH_TEST_JAX_CACHE), passed to jax through its environment variables.
 """
