@@ -758,11 +758,10 @@ def apply_imgfilter(images: Array, gains: Array) -> Array:
   (correlation along W then H, same taps for every channel) after reflect
   padding by 21.
   """
-  b, h, w, c = images.shape
+  c = images.shape[-1]
   bank = jnp.asarray(imgfilter_bank(), jnp.float32)
   taps = jnp.einsum('bi,ik->bk', gains, bank, precision=_HIGHEST)  # [B, K]
-  k = taps.shape[1]
-  pad = k // 2
+  pad = taps.shape[1] // 2
   x = jnp.pad(_to_planar(images), ((0, 0), (pad, pad), (pad, pad)), mode='reflect')
   taps = jnp.repeat(taps, c, axis=0).T  # [K, B * C]: one filter per plane
   x = _correlate_planar(x, taps, 2)

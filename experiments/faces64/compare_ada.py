@@ -73,7 +73,8 @@ def markdown(table):
 def main(argv):
   del argv
   runs = dict(pair.split(":", 1) for pair in _RUNS.value)
-  table = {name: summarize(load(path), _WINDOW.value) for name, path in runs.items()}
+  records = {name: load(path) for name, path in runs.items()}
+  table = {name: summarize(recs, _WINDOW.value) for name, recs in records.items()}
   print(markdown(table))
 
   os.makedirs(_OUT.value, exist_ok=True)
@@ -88,13 +89,12 @@ def main(argv):
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
   fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-  for n, path in runs.items():
+  for n, recs in records.items():
     rows = table[n]
     axes[0].plot([r["step"] for r in rows], [r["swd"] for r in rows], marker="o", label=n)
-    records = load(path)
-    pts = [(q["step"], q["aug_p"]) for q in records if "aug_p" in q]
+    pts = [(q["step"], q["aug_p"]) for q in recs if "aug_p" in q]
     axes[1].plot([s for s, _ in pts], [v for _, v in pts], label=f"p ({n})")
-    sig = [(q["step"], q["real_signs"]) for q in records if "real_signs" in q]
+    sig = [(q["step"], q["real_signs"]) for q in recs if "real_signs" in q]
     axes[1].plot([s for s, _ in sig], [v for _, v in sig], alpha=0.4, label=f"mean sign D(real) ({n})")
   axes[0].set_title("SWD x1e3 vs 810 holdout faces")
   axes[1].axhline(0.6, color="grey", ls="--", lw=0.8)
