@@ -76,3 +76,21 @@ def test_augment_worker_and_table():
   assert rows == [["16", "2", "fwd", "1.0000", "0.5000", "2.00x"],
                   ["16", "2", "vjp", "1.0000", "1.0000", "1.00x"],
                   ["16", "2", "r1", "8.0000", "2.0000", "4.00x"]], rows
+
+
+def test_compose_benchmark_cases_agree_with_one_pass():
+  """experiments/benchmarks/compose.py: every tile size times both jobs, with the
+  one-pass FLOPs, and gives the one-pass image and gradients."""
+  out = subprocess.run(
+      [sys.executable, str(BENCH / "compose.py"), "--batch=2", "--tiles=64", "--reps=1",
+       f"--config={REPO_ROOT / 'configs' / 'creps_ffhq.py'}:tiny"],
+      capture_output=True, text=True, check=True, timeout=600)
+  lines = [json.loads(l) for l in out.stdout.splitlines() if l.startswith("{")]
+  cases = [l for l in lines if l.get("case")]
+  assert [(c["tile"], c["case"]) for c in cases] == [
+      (0, "forward"), (0, "forward_backward"), (64, "forward"), (64, "forward_backward")]
+  for c in cases:
+    assert c["s"] > 0 and c["max_rel_difference"] < 1e-4, c
+  fwd, bwd = cases[0]["gflop"], cases[1]["gflop"]
+  assert cases[2]["gflop"] == fwd and cases[3]["gflop"] == bwd and bwd > 2 * fwd > 0
+  assert len([l for l in out.stdout.splitlines() if l.startswith("| 64 |")]) == 2

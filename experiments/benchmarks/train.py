@@ -13,7 +13,8 @@ Gmain, Greg (path length), Dmain, Dreg (R1) and the EMA, and an iteration is
   Gmain + Dmain + EMA + Greg / pl_interval + Dreg / r1_interval
 
 (every phase at its real frequency). FLOPs per phase are XLA's cost analysis
-of gen_synth's compiled phase; the same counts are used for the official code
+of gen_synth's phase (`harness.one_pass`: the model's arithmetic, without the
+recomputation of CREPS's tiled per-pixel half); the same counts are used for the official code
 (the same model), so "% peak" = FLOPs / s / (XLA f32 GEMM peak of this run).
 Prints one JSON line per case and a markdown table; --out appends the JSON.
 """
@@ -69,9 +70,6 @@ def gen_synth_worker(config):
     t = time.perf_counter()
     compiled[name] = steps.phase(name).lower(state, images, key).compile()
     compile_s[name] = time.perf_counter() - t
-    analysis = compiled[name].cost_analysis()
-    analysis = analysis[0] if isinstance(analysis, (list, tuple)) else analysis
-    flops[name] = float(analysis.get("flops", float("nan")))
     state, _ = compiled[name](state, images, key)
   jax.block_until_ready(state)
   startup = time.perf_counter() - t_start
@@ -82,6 +80,10 @@ def gen_synth_worker(config):
       state, metrics = compiled[name](state, images, key)
       jax.block_until_ready((state, metrics))
       times[name].append(time.perf_counter() - t)
+  counted = train.CompiledSteps(config, harness.one_pass(generator), discriminator, g_tx, d_tx,
+                               mesh, shardings)
+  for name in train_steps.PHASES:
+    flops[name] = harness.lowered_flops(counted.phase(name).lower(state, images, key))
   return {"impl": "gen_synth", "res": res, "batch": batch,
           "conv_impl": config.discriminator.get("conv_impl", "auto"),
           "s": {OFFICIAL_PHASE[k]: float(np.median(v)) for k, v in times.items()},

@@ -29,6 +29,7 @@ to-bi-line layer and `decoder_8`, 578,880 parameters at every resolution.
 from typing import Optional, Sequence
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -36,6 +37,41 @@ from gen_synth.models import embeddings
 from gen_synth.models import interface
 from gen_synth.models import layers
 from gen_synth.models import mapping
+
+
+# The per-pixel half is narrow GEMMs (K = 32-128) and elementwise passes over
+# every pixel, bound by memory traffic when run over a whole batch at once; in
+# tiles of this many pixels its activations stay in cache (CPU; measured in
+# experiments/benchmarks/compose.py).
+AUTO_COMPOSE_TILE_PIXELS = 8192
+
+
+def _compose_in_row_tiles(model, variables, ws, row_feats, col_feats, tile_rows):
+  """`model.compose` run on `tile_rows` rows of one sample at a time.
+
+  model: an unbound CREPS; variables: its variables. Shapes as `compose`. Each
+  tile is rematerialised in the backward pass (jax.checkpoint), so no
+  per-pixel activation outlives its tile. H is zero-padded to a multiple of
+  tile_rows; the padded rows are cut from the output.
+  """
+  num_l, b, h = row_feats.shape[:3]
+  n = -(-h // tile_rows)
+  rows = jnp.pad(row_feats, [(0, 0), (0, 0), (0, n * tile_rows - h), (0, 0), (0, 0)])
+  rows = rows.reshape((num_l, b, n, tile_rows) + rows.shape[3:])
+  rows = jnp.moveaxis(rows, (1, 2), (0, 1))                     # [B, n, L, th, rank, 32]
+  cols = jnp.moveaxis(col_feats, 1, 0)                          # [B, L, W, rank, 32]
+
+  @jax.checkpoint
+  def tile(ws_b, rows_t, cols_b):                               # -> [th, W, 3]
+    return model.apply(variables, ws_b[None], rows_t[:, None], cols_b[:, None],
+                       method="_compose_once")[0]
+
+  def sample(args):
+    ws_b, rows_b, cols_b = args
+    return jax.lax.map(lambda rows_t: tile(ws_b, rows_t, cols_b), rows_b)
+
+  out = jax.lax.map(sample, (ws, rows, cols))                   # [B, n, th, W, 3]
+  return out.reshape((b, n * tile_rows) + out.shape[3:])[:, :h]
 
 
 class SynthesisBlock(nn.Module):
@@ -78,6 +114,9 @@ class CREPS(interface.GeneratorInterface, nn.Module):
   refine_channels: Sequence[int] = (128, 64)
   biline: bool = True
   coord_convention: str = "linspace"
+  # Pixels per tile of the per-pixel half (`compose`): 0 = the whole batch in
+  # one pass; None = AUTO_COMPOSE_TILE_PIXELS on the CPU backend, 0 elsewhere.
+  compose_tile_pixels: Optional[int] = None
   dtype: layers.Dtype = jnp.float32
 
   # Any pixel depends only on its own (row, column) coordinates.
@@ -161,7 +200,26 @@ class CREPS(interface.GeneratorInterface, nn.Module):
     """Thick bi-line composition, decoder fusion, to-image and refinement.
 
     row_feats [L, B, H, rank, 32], col_feats [L, B, W, rank, 32] -> [B, H, W, 3].
+    Runs in tiles of rows where `compose_tile_pixels` asks for it (see there).
     """
+    tile_rows = self._compose_tile_rows(row_feats.shape[1], row_feats.shape[2],
+                                        col_feats.shape[2])
+    if tile_rows is None:
+      return self._compose_once(ws, row_feats, col_feats)
+    return _compose_in_row_tiles(self.clone(parent=None), self.variables, ws,
+                                 row_feats, col_feats, tile_rows)
+
+  def _compose_tile_rows(self, batch, height, width):
+    """Rows per tile of `compose`, or None for one pass over the whole batch."""
+    pixels = self.compose_tile_pixels
+    if pixels is None:
+      pixels = AUTO_COMPOSE_TILE_PIXELS if jax.default_backend() == "cpu" else 0
+    if not pixels or batch * height * width <= pixels or self.is_initializing():
+      return None
+    return min(height, max(1, pixels // width))
+
+  def _compose_once(self, ws, row_feats, col_feats):
+    """`compose` in one pass (arguments and result as there)."""
     feature = None
     for l in range(row_feats.shape[0]):
       composed = 0.5 * jnp.einsum("bhrc,bwrc->bhwc", row_feats[l], col_feats[l])
