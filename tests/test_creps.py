@@ -89,12 +89,14 @@ def test_tiled_equals_whole(tiny):
 
 
 def _compose_fn(model, variables, ws, tile_pixels):
-  """(params, row lines, col lines) -> image sum weighted by a fixed pattern."""
+  """(params, row lines, col lines) -> (image, its sum weighted by a fixed pattern)."""
   m = model.clone(compose_tile_pixels=tile_pixels)
   def fn(params, row_feats, col_feats):
     images = m.apply({**variables, "params": params}, ws, row_feats, col_feats,
                      method="compose")
-    pattern = jnp.cos(jnp.arange(images.size, dtype=jnp.float32)).reshape(images.shape)
+    # Positive weights: a gradient summed over pixels does not cancel to a
+    # small difference of large sums (whose rounding no tolerance scales to).
+    pattern = 1.5 + jnp.cos(jnp.arange(images.size, dtype=jnp.float32)).reshape(images.shape)
     return images, jnp.sum(images * pattern)
   return fn
 
@@ -102,9 +104,10 @@ def _compose_fn(model, variables, ws, tile_pixels):
 def test_compose_in_row_tiles_equals_one_pass(tiny):
   """The tiled per-pixel half (CPU default) == one pass, in value and gradient.
 
-  37 rows of 24 pixels, 100 pixels per tile -> tiles of 4 rows, the last one
-  padded. Gradients of a fixed linear image loss w.r.t. every parameter and
-  both line inputs, to 1e-5 of each leaf's magnitude (measured: ~1e-7).
+  2 samples of 37 x 24 pixels, 100 pixels per tile -> tiles of 2 rows, the
+  last one padded. Gradients of a fixed linear image loss w.r.t. every parameter and
+  both line inputs, to 1e-5 of each leaf's magnitude (measured: the same image,
+  gradients within 3.2e-7).
   """
   model, variables, ws = tiny
   rows = model.default_coords(37)
@@ -125,6 +128,31 @@ def test_compose_in_row_tiles_equals_one_pass(tiny):
   # The line blocks' parameters get exact zeros (compose does not use them).
   assert sum(float(np.max(np.abs(b))) > 0 for b in leaves_0) > 40
   for a, b in zip(leaves_100, leaves_0):
+    np.testing.assert_allclose(a, b, rtol=0, atol=1e-5 * float(np.max(np.abs(b))))
+
+
+def test_compose_tiles_of_a_batch_sharded_over_8_devices_equal_one_pass(tiny):
+  """Tiles keep the batch axis whole: 8 samples sharded over 8 devices give the
+  one-pass image and gradients of one device."""
+  from jax.sharding import NamedSharding, PartitionSpec as P  # pylint: disable=g-import-not-at-top
+  from gen_synth import sharding as sharding_lib  # pylint: disable=g-import-not-at-top
+  model, variables, _ = tiny
+  assert jax.device_count() == 8
+  mesh = sharding_lib.make_mesh()
+  ws = sampling.map_latents(model, variables, sampling.seed_latents(list(range(8)), model.z_dim))
+  lines = model.apply(variables, ws, model.default_coords(21), model.default_coords(16),
+                      method="line_features")
+  out = {}
+  for tile, shard in ((0, False), (8 * 16 * 3, True)):
+    fn = _compose_fn(model, variables, ws, tile)
+    grad = jax.jit(jax.grad(lambda *a: fn(*a)[1], argnums=(0, 1, 2)))
+    args = (variables["params"],) + tuple(lines)
+    if shard:
+      by_batch = NamedSharding(mesh, P(None, sharding_lib.DATA_AXIS))   # [L, B, ...]
+      args = (args[0],) + tuple(jax.device_put(x, by_batch) for x in lines)
+    out[tile] = (jax.jit(fn)(*args)[0], grad(*args))
+  np.testing.assert_allclose(out[384][0], out[0][0], rtol=0, atol=1e-5)
+  for a, b in zip(jax.tree.leaves(out[384][1]), jax.tree.leaves(out[0][1])):
     np.testing.assert_allclose(a, b, rtol=0, atol=1e-5 * float(np.max(np.abs(b))))
 
 

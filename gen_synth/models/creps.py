@@ -47,30 +47,26 @@ AUTO_COMPOSE_TILE_PIXELS = 8192
 
 
 def _compose_in_row_tiles(model, variables, ws, row_feats, col_feats, tile_rows):
-  """`model.compose` run on `tile_rows` rows of one sample at a time.
+  """`model.compose` run on `tile_rows` rows (of every sample) at a time.
 
-  model: an unbound CREPS; variables: its variables. Shapes as `compose`. Each
-  tile is rematerialised in the backward pass (jax.checkpoint), so no
-  per-pixel activation outlives its tile. H is zero-padded to a multiple of
-  tile_rows; the padded rows are cut from the output.
+  model: an unbound CREPS; variables: its variables. Shapes as `compose`. The
+  loop runs over blocks of rows and keeps the batch axis whole, so a
+  batch-sharded call tiles each device's own samples. Each tile is
+  rematerialised in the backward pass (jax.checkpoint): no per-pixel
+  activation outlives its tile. H is zero-padded to a multiple of tile_rows;
+  the padded rows are cut from the output.
   """
   num_l, b, h = row_feats.shape[:3]
   n = -(-h // tile_rows)
   rows = jnp.pad(row_feats, [(0, 0), (0, 0), (0, n * tile_rows - h), (0, 0), (0, 0)])
   rows = rows.reshape((num_l, b, n, tile_rows) + rows.shape[3:])
-  rows = jnp.moveaxis(rows, (1, 2), (0, 1))                     # [B, n, L, th, rank, 32]
-  cols = jnp.moveaxis(col_feats, 1, 0)                          # [B, L, W, rank, 32]
+  rows = jnp.moveaxis(rows, 2, 0)                               # [n, L, B, th, rank, 32]
 
   @jax.checkpoint
-  def tile(ws_b, rows_t, cols_b):                               # -> [th, W, 3]
-    return model.apply(variables, ws_b[None], rows_t[:, None], cols_b[:, None],
-                       method="_compose_once")[0]
+  def tile(rows_t):                                             # -> [B, th, W, 3]
+    return model.apply(variables, ws, rows_t, col_feats, method="_compose_once")
 
-  def sample(args):
-    ws_b, rows_b, cols_b = args
-    return jax.lax.map(lambda rows_t: tile(ws_b, rows_t, cols_b), rows_b)
-
-  out = jax.lax.map(sample, (ws, rows, cols))                   # [B, n, th, W, 3]
+  out = jnp.moveaxis(jax.lax.map(tile, rows), 0, 1)             # [B, n, th, W, 3]
   return out.reshape((b, n * tile_rows) + out.shape[3:])[:, :h]
 
 
@@ -210,13 +206,13 @@ class CREPS(interface.GeneratorInterface, nn.Module):
                                  row_feats, col_feats, tile_rows)
 
   def _compose_tile_rows(self, batch, height, width):
-    """Rows per tile of `compose`, or None for one pass over the whole batch."""
+    """Rows per tile of `compose` (all samples), or None for one pass."""
     pixels = self.compose_tile_pixels
     if pixels is None:
       pixels = AUTO_COMPOSE_TILE_PIXELS if jax.default_backend() == "cpu" else 0
     if not pixels or batch * height * width <= pixels or self.is_initializing():
       return None
-    return min(height, max(1, pixels // width))
+    return min(height, max(1, pixels // (batch * width)))
 
   def _compose_once(self, ws, row_feats, col_feats):
     """`compose` in one pass (arguments and result as there)."""
