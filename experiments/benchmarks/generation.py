@@ -15,7 +15,8 @@ Official: its generator built as its train.py builds it, fp32, `no_grad`
 (`official_generation_worker.py`). Both report the median seconds per image
 of --reps timed calls after one warm-up call, and the peak RSS of their
 process. FLOPs per image are XLA's cost analysis of gen_synth's generator
-(the same model; `harness.one_pass`), so "% peak" = FLOPs / s / (GEMM peak of this run).
+(the same model; `harness.one_pass`), so "% peak" = FLOPs / s / (GEMM peak
+of this run).
 Prints one JSON line per case and a markdown table; --out appends the JSON.
 """
 

@@ -14,8 +14,9 @@ Gmain, Greg (path length), Dmain, Dreg (R1) and the EMA, and an iteration is
 
 (every phase at its real frequency). FLOPs per phase are XLA's cost analysis
 of gen_synth's phase (`harness.one_pass`: the model's arithmetic, without the
-recomputation of CREPS's tiled per-pixel half); the same counts are used for the official code
-(the same model), so "% peak" = FLOPs / s / (XLA f32 GEMM peak of this run).
+recomputation of CREPS's tiled per-pixel half); the same counts are used for
+the official code (the same model), so "% peak" = FLOPs / s / (XLA f32 GEMM
+peak of this run).
 Prints one JSON line per case and a markdown table; --out appends the JSON.
 """
 
