@@ -69,11 +69,29 @@ def macs_of_text(text: str) -> int:
   return total("main")
 
 
+def xla_flops(stage) -> float:
+  """FLOPs of a `jax.jit(...).lower(...)` (before optimisation, no compile) or
+  of its `.compile()` by XLA's cost analysis, which counts a loop body once
+  (the two agree within 0.3 % for CREPS's training phases at res 64)."""
+  analysis = stage.cost_analysis()
+  if isinstance(analysis, (list, tuple)):
+    analysis = analysis[0]
+  return float(analysis.get("flops", float("nan")))
+
+
+def one_pass(model):
+  """`model` as costed: CREPS's per-pixel half in one pass (`compose_tile_pixels=0`).
+
+  The same arithmetic as its tiles, without their loop (counted once here and
+  by XLA) and without their recomputation in the backward pass. Other models
+  are returned as they are.
+  """
+  if hasattr(model, "compose_tile_pixels"):
+    return model.clone(compose_tile_pixels=0)
+  return model
+
+
 def cost(fn, *args, **kwargs) -> dict:
   """{'macs': dot/conv MACs, 'flops_xla': XLA's cost analysis} of jit(fn)(*args)."""
   lowered = jax.jit(fn).lower(*args, **kwargs)
-  analysis = lowered.compile().cost_analysis()
-  if isinstance(analysis, (list, tuple)):
-    analysis = analysis[0]
-  return {"macs": macs_of_text(lowered.as_text()),
-          "flops_xla": float(analysis.get("flops", float("nan")))}
+  return {"macs": macs_of_text(lowered.as_text()), "flops_xla": xla_flops(lowered.compile())}

@@ -38,10 +38,7 @@ def summarize(config, height=None, width=None) -> dict:
   width = width or config.model.resolution
   z = jax.ShapeDtypeStruct((1, model.z_dim), jnp.float32)
   rngs = {"noise": jax.random.PRNGKey(0)}
-  # Loops are counted once (gen_synth.cost): CREPS's per-pixel half is costed
-  # in one pass, the same arithmetic as its tiles.
-  counted = (model.clone(compose_tile_pixels=0) if hasattr(model, "compose_tile_pixels")
-             else model)
+  counted = cost.one_pass(model)   # loops are counted once
   costs = cost.cost(lambda v, z: counted.apply(v, z, height=height, width=width, rngs=rngs),
                     variables, z)
   return {

@@ -32,6 +32,7 @@ from ml_collections import config_flags
 
 import harness
 
+from gen_synth import cost
 from gen_synth import sampling
 from gen_synth import xla_cpu
 
@@ -39,16 +40,6 @@ _CONFIG = config_flags.DEFINE_config_file("config", None, "A CREPS config.")
 _BATCH = flags.DEFINE_integer("batch", 4, "Batch.")
 _TILES = flags.DEFINE_list("tiles", ["0", "8192"], "compose_tile_pixels values (0 = one pass).")
 _REPS = flags.DEFINE_integer("reps", 3, "Timed calls (best is reported).")
-
-
-def _best_time(fn, *args):
-  out = jax.block_until_ready(fn(*args))
-  best = float("inf")
-  for _ in range(_REPS.value):
-    t = time.perf_counter()
-    jax.block_until_ready(fn(*args))
-    best = min(best, time.perf_counter() - t)
-  return best, out
 
 
 def _jobs(model, variables, ws):
@@ -104,15 +95,15 @@ def main(argv):
   lines = jax.jit(lambda v, ws: model.apply(v, ws, coords, coords, method="line_features"))(
       variables, ws)
   args = (variables["params"],) + tuple(lines)
-  flops = {name: harness.lowered_flops(jax.jit(fn).lower(*args))
-           for name, fn in _jobs(model.clone(compose_tile_pixels=0), variables, ws).items()}
+  flops = {name: cost.xla_flops(jax.jit(fn).lower(*args))
+           for name, fn in _jobs(cost.one_pass(model), variables, ws).items()}
   reference = {}
   for tile in tiles:
     for name, fn in _jobs(model.clone(compose_tile_pixels=tile), variables, ws).items():
       t = time.perf_counter()
       compiled = xla_cpu.jit(fn).lower(*args).compile()
       compile_s = time.perf_counter() - t
-      seconds, out = _best_time(compiled, *args)
+      seconds, out = harness.best_time(compiled, *args, reps=_REPS.value)
       reference.setdefault(name, out)
       results.append({"impl": "gen_synth", "case": name, "tile": tile, "res": res,
                       "batch": _BATCH.value, "s": seconds, "gflop": flops[name] / 1e9,

@@ -22,6 +22,7 @@ import jax.numpy as jnp
 
 import harness
 
+from gen_synth import cost
 from gen_synth import losses
 from gen_synth import xla_cpu
 from gen_synth.models import discriminator as discriminator_lib
@@ -32,26 +33,12 @@ _IMPLS = flags.DEFINE_list("impls", ["xla", "maps", "gemm"], "conv_impl values."
 _REPS = flags.DEFINE_integer("reps", 2, "Timed calls (best is reported).")
 
 
-def _time(fn, *args):
-  t = time.perf_counter()
-  out = jax.block_until_ready(fn(*args))
-  first = time.perf_counter() - t
-  best = float("inf")
-  for _ in range(_REPS.value):
-    t = time.perf_counter()
-    jax.block_until_ready(fn(*args))
-    best = min(best, time.perf_counter() - t)
-  return best, first, out
-
-
 def _compile(fn, *args):
   """(compiled fn, its FLOPs by XLA's cost analysis, compile seconds)."""
   t = time.perf_counter()
   compiled = xla_cpu.jit(fn).lower(*args).compile()
   seconds = time.perf_counter() - t
-  analysis = compiled.cost_analysis()
-  analysis = analysis[0] if isinstance(analysis, (list, tuple)) else analysis
-  return compiled, float(analysis.get("flops", float("nan"))), seconds
+  return compiled, cost.xla_flops(compiled), seconds
 
 
 def main(argv):
@@ -73,7 +60,7 @@ def main(argv):
     outs[impl] = {}
     for name, fn in fns.items():
       compiled, flops, compile_s = _compile(fn, params, x)
-      best, _, out = _time(compiled, params, x)
+      best, out = harness.best_time(compiled, params, x, reps=_REPS.value)
       outs[impl][name] = out
       print(json.dumps({"impl": impl, "res": res, "batch": batch, "case": name, "s": best,
                         "compile_s": compile_s, "gflop": flops / 1e9,

@@ -15,7 +15,7 @@ Official: its generator built as its train.py builds it, fp32, `no_grad`
 (`official_generation_worker.py`). Both report the median seconds per image
 of --reps timed calls after one warm-up call, and the peak RSS of their
 process. FLOPs per image are XLA's cost analysis of gen_synth's generator
-(the same model; `harness.one_pass`), so "% peak" = FLOPs / s / (GEMM peak
+(the same model; `gen_synth.cost.one_pass`), so "% peak" = FLOPs / s / (GEMM peak
 of this run).
 Prints one JSON line per case and a markdown table; --out appends the JSON.
 """
@@ -57,7 +57,7 @@ def gen_synth_worker(config, model_name, batch, dtype_name, reps):
   import jax  # pylint: disable=g-import-not-at-top
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
-  from gen_synth import sampling, xla_cpu  # pylint: disable=g-import-not-at-top
+  from gen_synth import cost, sampling, xla_cpu  # pylint: disable=g-import-not-at-top
   res = config.model.resolution
   model = sampling.deterministic(sampling.build_model(config, dtype=dtype_name))
   variables = sampling.init_variables(model)
@@ -73,8 +73,8 @@ def gen_synth_worker(config, model_name, batch, dtype_name, reps):
     t = time.perf_counter()
     jax.block_until_ready(compiled(variables, z))
     times.append(time.perf_counter() - t)
-  counted = harness.one_pass(model)
-  flops = harness.lowered_flops(
+  counted = cost.one_pass(model)
+  flops = cost.xla_flops(
       jax.jit(lambda v, z: counted.apply(v, z, height=res, width=res)).lower(variables, z))
   return {"impl": "gen_synth", "model": model_name, "res": res, "batch": batch,
           "dtype": dtype_name, "s_per_img": float(np.median(times)) / batch,

@@ -40,6 +40,18 @@ def gemm_peak_gflops(n: int = 2048, reps: int = 7) -> float:
   return 2 * n ** 3 / best / 1e9
 
 
+def best_time(fn, *args, reps: int):
+  """(best seconds of `reps` calls after a first one, fn's output): fn is jax code."""
+  import jax  # pylint: disable=g-import-not-at-top
+  out = jax.block_until_ready(fn(*args))
+  best = float("inf")
+  for _ in range(reps):
+    t = time.perf_counter()
+    jax.block_until_ready(fn(*args))
+    best = min(best, time.perf_counter() - t)
+  return best, out
+
+
 def run_case(cmd: List[str], env: Optional[Dict[str, str]] = None) -> dict:
   """Runs one worker process and returns the last JSON line it printed."""
   full_env = dict(os.environ, **(env or {}))
@@ -73,27 +85,6 @@ def mean_gemm_peak(results: List[dict]) -> float:
   """Mean of the GEMM-peak cases among `results` (GFLOP/s)."""
   peaks = [r["gflops"] for r in results if r["impl"] == "gemm_peak"]
   return sum(peaks) / max(len(peaks), 1)
-
-
-def one_pass(generator):
-  """`generator` with CREPS's per-pixel half in one pass (`compose_tile_pixels=0`).
-
-  The same arithmetic as the tiled default, without its loops and without the
-  tiles' recomputation in the backward pass. XLA's cost analysis counts a
-  loop body once, so the FLOPs of every table are read from this program.
-  """
-  if hasattr(generator, "compose_tile_pixels"):
-    return generator.clone(compose_tile_pixels=0)
-  return generator
-
-
-def lowered_flops(lowered) -> float:
-  """FLOPs of a `jax.jit(...).lower(...)` by XLA's cost analysis, before
-  optimisation (no compile; within 0.3 % of the compiled program's count for
-  CREPS's training phases at res 64)."""
-  analysis = lowered.cost_analysis()
-  analysis = analysis[0] if isinstance(analysis, (list, tuple)) else analysis
-  return float(analysis.get("flops", float("nan")))
 
 
 def peak_rss_mib() -> float:

@@ -13,7 +13,7 @@ Gmain, Greg (path length), Dmain, Dreg (R1) and the EMA, and an iteration is
   Gmain + Dmain + EMA + Greg / pl_interval + Dreg / r1_interval
 
 (every phase at its real frequency). FLOPs per phase are XLA's cost analysis
-of gen_synth's phase (`harness.one_pass`: the model's arithmetic, without the
+of gen_synth's phase (`gen_synth.cost.one_pass`: the model's arithmetic, without the
 recomputation of CREPS's tiled per-pixel half); the same counts are used for
 the official code (the same model), so "% peak" = FLOPs / s / (XLA f32 GEMM
 peak of this run).
@@ -51,7 +51,7 @@ def gen_synth_worker(config):
   import jax  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
   from gen_synth import sharding as sharding_lib  # pylint: disable=g-import-not-at-top
-  from gen_synth import train, train_steps, xla_cpu  # pylint: disable=g-import-not-at-top
+  from gen_synth import cost, train, train_steps, xla_cpu  # pylint: disable=g-import-not-at-top
   generator, discriminator = train.build_models(config)
   g_tx, d_tx = train_steps.make_optimizers(config.train)
   mesh = sharding_lib.make_mesh()
@@ -81,10 +81,10 @@ def gen_synth_worker(config):
       state, metrics = compiled[name](state, images, key)
       jax.block_until_ready((state, metrics))
       times[name].append(time.perf_counter() - t)
-  counted = train.CompiledSteps(config, harness.one_pass(generator), discriminator, g_tx, d_tx,
+  counted = train.CompiledSteps(config, cost.one_pass(generator), discriminator, g_tx, d_tx,
                                mesh, shardings)
   for name in train_steps.PHASES:
-    flops[name] = harness.lowered_flops(counted.phase(name).lower(state, images, key))
+    flops[name] = cost.xla_flops(counted.phase(name).lower(state, images, key))
   return {"impl": "gen_synth", "res": res, "batch": batch,
           "conv_impl": config.discriminator.get("conv_impl", "auto"),
           "s": {OFFICIAL_PHASE[k]: float(np.median(v)) for k, v in times.items()},
