@@ -39,7 +39,15 @@ from absl import app
 from absl import flags
 from absl import logging
 
+from gen_synth import host_memory
+
 EXIT_USER_ERROR = 2
+
+HOST_MEMORY = flags.DEFINE_enum(
+    'host_memory', 'auto', ['auto', 'keep', 'system'],
+    'Host malloc for XLA:CPU: keep freed blocks for reuse (no page faults each '
+    'step; gen_synth/host_memory.py). auto: on the CPU backend only; keep: '
+    'always; system: glibc\'s defaults.')
 
 
 class UserError(Exception):
@@ -146,6 +154,8 @@ def run(main: Callable[[list[str]], object]) -> None:
 
   def guarded(argv):
     try:
+      # Before main: the malloc options steer only threads JAX has yet to start.
+      host_memory.configure(HOST_MEMORY.value)
       return main(argv)
     except (UserError, app.UsageError) as e:
       fail(e)

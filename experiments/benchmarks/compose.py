@@ -78,6 +78,7 @@ def table(results):
 
 def main(argv):
   del argv
+  harness.start_worker()
   config = _CONFIG.value
   tiles = [int(t) for t in _TILES.value]
   if 0 not in tiles:

@@ -43,6 +43,7 @@ def _compile(fn, *args):
 
 def main(argv):
   del argv
+  harness.start_worker()
   res, batch = _RES.value, _BATCH.value
   x = jax.random.uniform(jax.random.PRNGKey(1), (batch, res, res, 3), minval=-1, maxval=1)
   peak = harness.gemm_peak_gflops()

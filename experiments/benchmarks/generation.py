@@ -2,10 +2,12 @@ r"""Generation speed and memory: gen_synth against the official code, side by si
 
   python experiments/benchmarks/generation.py --models=creps,pixelfolder --res=256 \
       --batches=1,4 --official_creps=PATH/TO/CREPS --official_pixelfolder=PATH/TO/PixelFolder \
-      --official_python=PATH/TO/torch/python [--xla_default_kernels] [--dtypes=float32,bfloat16]
+      --official_python=PATH/TO/torch/python [--xla_default_kernels] [--compare_host_memory] \
+      [--dtypes=float32,bfloat16]
 
 Each case runs in its own process, in this order: the f32 GEMM peak (XLA);
-per model and batch: gen_synth (each --dtypes entry), gen_synth with jaxlib's
+per model and batch: gen_synth (each --dtypes entry, and with glibc's default
+malloc after each where --compare_host_memory; gen_synth/host_memory.py), gen_synth with jaxlib's
 default XLA:CPU kernels (--xla_default_kernels; gen_synth/xla_cpu.py), the
 official code (when its repository is given); the GEMM peak again.
 
@@ -38,6 +40,9 @@ _DTYPES = flags.DEFINE_list("dtypes", ["float32"], "gen_synth compute dtypes.")
 _REPS = flags.DEFINE_integer("reps", 5, "Timed calls per case (median reported).")
 _XLA_DEFAULT = flags.DEFINE_bool("xla_default_kernels", False,
                                  "Also time gen_synth with jaxlib's default XLA:CPU kernels.")
+_COMPARE_HOST_MEMORY = flags.DEFINE_bool(
+    "compare_host_memory", False,
+    "Also time gen_synth with glibc's default malloc (--host_memory=system).")
 _OFFICIAL_CREPS = flags.DEFINE_string("official_creps", None, "A clone of VinAIResearch/CREPS.")
 _OFFICIAL_PF = flags.DEFINE_string("official_pixelfolder", None, "A clone of BlingHe/PixelFolder.")
 _OFFICIAL_PY = flags.DEFINE_string("official_python", sys.executable,
@@ -85,7 +90,8 @@ def gen_synth_worker(config, model_name, batch, dtype_name, reps):
 
 def table(results):
   peak = harness.mean_gemm_peak(results)
-  ours = [r for r in results if r["impl"] == "gen_synth" and not r.get("xla_default_kernels")]
+  ours = [r for r in results if r["impl"] == "gen_synth" and not r.get("xla_default_kernels")
+          and r.get("host_memory") != "system"]
   find = lambda impl, r, **kw: next(
       (o for o in results if o["impl"] == impl and o["model"] == r["model"]
        and o["batch"] == r["batch"] and all(o.get(k) == v for k, v in kw.items())), None)
@@ -93,16 +99,18 @@ def table(results):
   num = lambda r, key, fmt: "-" if r is None else format(r[key], fmt)
   rows = ["| model | batch | dtype | official s/img | gen_synth s/img | speed-up "
           "| official % peak | gen_synth % peak | gen_synth, XLA's default kernels s/img "
-          "| peak RSS official / gen_synth (MiB) |", "|---" * 10 + "|"]
+          "| gen_synth, glibc's default malloc s/img "
+          "| peak RSS official / gen_synth (MiB) |", "|---" * 11 + "|"]
   for r in ours:
     o = find("official", r)
     x = find("gen_synth", r, dtype=r["dtype"], xla_default_kernels=True)
+    m = find("gen_synth", r, dtype=r["dtype"], host_memory="system")
     speedup = "-" if o is None else f"{o['s_per_img'] / r['s_per_img']:.2f}x"
     rows.append(
         f"| {r['model']}-{r['res']} | {r['batch']} | {r['dtype']} "
         f"| {num(o, 's_per_img', '.3f')} | {r['s_per_img']:.3f} | {speedup} "
         f"| {'-' if o is None else pct(r, o['s_per_img'])} | {pct(r, r['s_per_img'])} "
-        f"| {num(x, 's_per_img', '.3f')} "
+        f"| {num(x, 's_per_img', '.3f')} | {num(m, 's_per_img', '.3f')} "
         f"| {num(o, 'peak_rss_mib', '.0f')} / {r['peak_rss_mib']:.0f} |")
   flops = {f"{r['model']}-{r['res']}": round(r["gflop_per_img"], 1) for r in ours}
   rows.append(f"\nXLA f32 GEMM peak in this run: {peak:.0f} GFLOP/s. GFLOP per image "
@@ -112,14 +120,16 @@ def table(results):
 
 def main(argv):
   del argv
-  if _WORKER.value == "gemm":
-    print(json.dumps({"impl": "gemm_peak", "gflops": harness.gemm_peak_gflops()}))
+  if _WORKER.value:
+    kept = harness.start_worker()
+    result = ({"impl": "gemm_peak", "gflops": harness.gemm_peak_gflops()}
+              if _WORKER.value == "gemm" else
+              gen_synth_worker(_CONFIG.value, _MODEL.value, _BATCH.value, _DTYPE.value,
+                               _REPS.value))
+    print(json.dumps(dict(result, host_memory_kept=kept)))
     return
-  if _WORKER.value == "gen_synth":
-    print(json.dumps(gen_synth_worker(_CONFIG.value, _MODEL.value, _BATCH.value, _DTYPE.value,
-                                      _REPS.value)))
-    return
-  me = [sys.executable, os.path.abspath(__file__), f"--res={_RES.value}", f"--reps={_REPS.value}"]
+  me = [sys.executable, os.path.abspath(__file__), f"--res={_RES.value}", f"--reps={_REPS.value}",
+        f"--host_memory={harness.HOST_MEMORY.value}"]
   official_worker = os.path.join(os.path.dirname(os.path.abspath(__file__)),
                                  "official_generation_worker.py")
   official = {"creps": _OFFICIAL_CREPS.value, "pixelfolder": _OFFICIAL_PF.value,
@@ -132,6 +142,9 @@ def main(argv):
               f"--config={os.path.join(_CONFIGS, model_name + '_ffhq.py')}:res={_RES.value}"]
       for dtype in _DTYPES.value:
         runs.run(me + ["--worker=gen_synth", f"--dtype={dtype}"] + case)
+        if _COMPARE_HOST_MEMORY.value:
+          runs.run(me + ["--worker=gen_synth", f"--dtype={dtype}", "--host_memory=system"] + case,
+                   host_memory="system")
       if _XLA_DEFAULT.value:
         runs.run(me + ["--worker=gen_synth"] + case, env=harness.XLA_DEFAULT_KERNELS,
                  xla_default_kernels=True)

@@ -10,6 +10,11 @@ from one run on one machine.
 jaxlib's default XLA:CPU kernels instead of its own choice (gen_synth/xla_cpu.py):
 an XLA_FLAGS entry that names the option makes gen_synth pass none, and '+reduce'
 adds nothing to XLA's default list.
+
+A gen_synth worker (train.py, generation.py, compose.py, discriminator.py)
+calls `start_worker()` first, which sets the host memory mode of
+--host_memory before JAX starts, as gen_synth's commands do
+(gen_synth/host_memory.py; default auto: freed memory kept on CPU).
 """
 
 import json
@@ -18,8 +23,18 @@ import subprocess
 import time
 from typing import Dict, List, Optional
 
+from gen_synth import cli
+from gen_synth import host_memory
+
+HOST_MEMORY = cli.HOST_MEMORY      # the commands' --host_memory flag, for the workers
+
 XLA_DEFAULT_KERNELS = {"XLA_FLAGS": (os.environ.get("XLA_FLAGS", "") +
                                      " --xla_cpu_experimental_ynn_fusion_type=+reduce").strip()}
+
+
+def start_worker() -> bool:
+  """A worker's first call, before JAX starts: the host memory mode of --host_memory."""
+  return host_memory.configure(HOST_MEMORY.value)
 
 
 def gemm_peak_gflops(n: int = 2048, reps: int = 7) -> float:

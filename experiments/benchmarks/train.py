@@ -4,7 +4,8 @@ r"""Training iteration speed: gen_synth against the official CREPS code, side by
       --batch_size=4 --official_repo=PATH/TO/CREPS --official_python=PATH/TO/torch/python
 
 Each case runs in its own process, in this order: the f32 GEMM peak (XLA),
-gen_synth, gen_synth with jaxlib's default XLA:CPU kernels and D's
+gen_synth, gen_synth with glibc's default malloc (--compare_host_memory;
+gen_synth/host_memory.py), gen_synth with jaxlib's default XLA:CPU kernels and D's
 conv_impl='gemm', the best under them (--xla_default_kernels; gen_synth/xla_cpu.py), the official code (when
 --official_repo is given), the GEMM peak again. Both implementations time every phase of the iteration on its own
 (median of --reps after a first iteration that compiles / warms up):
@@ -39,6 +40,9 @@ _OFFICIAL_PY = flags.DEFINE_string("official_python", sys.executable,
                                    "Python with torch for the official code.")
 _XLA_DEFAULT = flags.DEFINE_bool("xla_default_kernels", False,
                                  "Also time gen_synth with jaxlib's default XLA:CPU kernels.")
+_COMPARE_HOST_MEMORY = flags.DEFINE_bool(
+    "compare_host_memory", False,
+    "Also time gen_synth with glibc's default malloc (--host_memory=system).")
 _WORKER = flags.DEFINE_enum("worker", None, ["gemm", "gen_synth"], "Internal: run one case.")
 _OUT = flags.DEFINE_string("out", None, "Append the JSON lines to this file.")
 
@@ -72,7 +76,7 @@ def gen_synth_worker(config):
     compiled[name] = steps.phase(name).lower(state, images, key).compile()
     compile_s[name] = time.perf_counter() - t
     state, _ = compiled[name](state, images, key)
-  jax.block_until_ready(state)
+    jax.block_until_ready(state)      # as CompiledSteps on CPU: phases never overlap
   startup = time.perf_counter() - t_start
   times = {name: [] for name in train_steps.PHASES}
   for _ in range(_REPS.value):
@@ -102,8 +106,10 @@ def iteration_s(s, train_config):
 
 def table(results, train_config):
   peak = harness.mean_gemm_peak(results)
-  ours = next(r for r in results if r["impl"] == "gen_synth" and not r.get("xla_default_kernels"))
+  ours = next(r for r in results if r["impl"] == "gen_synth" and not r.get("xla_default_kernels")
+              and not r.get("host_memory") == "system")
   xla_default = next((r for r in results if r.get("xla_default_kernels")), None)
+  system_malloc = next((r for r in results if r.get("host_memory") == "system"), None)
   theirs = next((r for r in results if r["impl"] == "official"), None)
   flops = dict(ours["flops"])
   rows = ["| phase | GFLOP | official s | gen_synth s | speed-up | official % peak "
@@ -126,6 +132,13 @@ def table(results, train_config):
               + (f", official {theirs['startup_s']:.0f} s" if theirs else "")
               + f". Peak RSS: gen_synth {ours['peak_rss_mib']:.0f} MiB"
               + (f", official {theirs['peak_rss_mib']:.0f} MiB" if theirs else "") + ".")
+  if system_malloc:
+    phases = ", ".join(f"{k} {v:.2f} s" for k, v in system_malloc["s"].items())
+    s_it = iteration_s(system_malloc["s"], train_config)
+    rows.append(f"gen_synth with glibc's default malloc (--host_memory=system): iteration "
+                f"{s_it:.2f} s, {pct(it_flops, s_it)} of peak ({phases}); peak RSS "
+                f"{system_malloc['peak_rss_mib']:.0f} MiB. Keeping freed memory: "
+                f"{s_it / g_it:.2f}x.")
   if xla_default:
     phases = ", ".join(f"{k} {v:.2f} s" for k, v in xla_default["s"].items())
     rows.append(f"gen_synth with jaxlib's default XLA:CPU kernels: iteration "
@@ -139,16 +152,21 @@ def main(argv):
   config.train.batch_size = _BATCH.value
   config.train.augment = "none"      # the official worker runs --aug=noaug
   if _WORKER.value:
+    kept = harness.start_worker()
     result = ({"impl": "gemm_peak", "gflops": harness.gemm_peak_gflops()}
               if _WORKER.value == "gemm" else gen_synth_worker(config))
+    result["host_memory_kept"] = kept
     print(json.dumps(result))
     return
   me = [sys.executable, os.path.abspath(__file__)] + [
-      a for a in sys.argv[1:] if not a.startswith(("--official", "--out", "--xla_default"))]
+      a for a in sys.argv[1:]
+      if not a.startswith(("--official", "--out", "--xla_default", "--compare_host_memory"))]
   runs = harness.Collector(_OUT.value)
   run = runs.run
   run(me + ["--worker=gemm"])
   run(me + ["--worker=gen_synth"])
+  if _COMPARE_HOST_MEMORY.value:
+    run(me + ["--worker=gen_synth", "--host_memory=system"], host_memory="system")
   if _XLA_DEFAULT.value:
     # Under YNNPACK's kernels the shifted-GEMM weight gradient is D's best ('gemm').
     run(me + ["--worker=gen_synth", "--config.discriminator.conv_impl=gemm"],
