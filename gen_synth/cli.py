@@ -44,7 +44,7 @@ from gen_synth import host_memory
 EXIT_USER_ERROR = 2
 
 HOST_MEMORY = flags.DEFINE_enum(
-    'host_memory', 'auto', ['auto', 'keep', 'system'],
+    'host_memory', 'auto', list(host_memory.MODES),
     'Host malloc for XLA:CPU: keep freed blocks for reuse (no page faults each '
     'step; gen_synth/host_memory.py). auto: on the CPU backend only; keep: '
     'always; system: glibc\'s defaults.')
