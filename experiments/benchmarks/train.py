@@ -107,7 +107,7 @@ def iteration_s(s, train_config):
 def table(results, train_config):
   peak = harness.mean_gemm_peak(results)
   ours = next(r for r in results if r["impl"] == "gen_synth" and not r.get("xla_default_kernels")
-              and not r.get("host_memory") == "system")
+              and r.get("host_memory") != "system")
   xla_default = next((r for r in results if r.get("xla_default_kernels")), None)
   system_malloc = next((r for r in results if r.get("host_memory") == "system"), None)
   theirs = next((r for r in results if r["impl"] == "official"), None)
