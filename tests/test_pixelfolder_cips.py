@@ -1,6 +1,7 @@
 """PixelFolder and CIPS-skip against the official implementations' structure and counts."""
 
 import json
+import re
 import subprocess
 import sys
 
@@ -228,6 +229,30 @@ def test_tiny_models_jit_and_are_finite(tiny):
   ws = sampling.map_latents(model, variables, z)
   img = sampling.render(model, noisy, ws, r, r)
   np.testing.assert_array_equal(img, sampling.render(model, noisy, ws, r, r))
+
+
+def test_pixelfolder_computes_its_sample_independent_inputs_once_per_batch():
+  """The Fourier features and the PosFold convolutions before the folds are
+  the same for every sample: one batch-3 call equals three batch-1 calls, and
+  no sine of the optimised program, fused or not, runs over the batch (when
+  the features were broadcast to the batch first, XLA:CPU fused their sines
+  into the broadcast and evaluated them once per sample)."""
+  config = helpers.load_config("pixelfolder_ffhq.py", "tiny")
+  config.model.resolution = 64                    # two stages: a merge with the previous one
+  model = sampling.deterministic(sampling.build_model(config))
+  variables = sampling.init_variables(model)
+  z = jax.random.normal(jax.random.PRNGKey(0), (3, model.z_dim))
+  fn = jax.jit(lambda v, z: model.apply(v, z, height=64, width=64))
+  batch = fn(variables, z)
+  for i in range(3):
+    np.testing.assert_allclose(batch[i:i + 1], fn(variables, z[i:i + 1]), rtol=1e-5, atol=1e-5)
+  hlo = fn.lower(variables, z).compile().as_text()
+  bodies = dict(re.findall(r"^(%[\w.\-]+) [^\n]*\{\n(.*?)\n\}", hlo, re.M | re.S))
+  with_sine = {name for name, body in bodies.items() if " sine(" in body}
+  outputs = re.findall(r"= f32\[([0-9,]*)\]\S* (?:sine\(|fusion\([^\n]*calls=(%[\w.\-]+))", hlo)
+  sine_shapes = [shape for shape, called in outputs if not called or called in with_sine]
+  assert len(sine_shapes) >= 2, sine_shapes                     # one LFF per stage at least
+  assert not [shape for shape in sine_shapes if shape.startswith("3,")], sine_shapes
 
 
 def test_pixelfolder_other_sizes_fail_in_one_line():
