@@ -20,10 +20,13 @@ first step (measured: 0 minor faults per phase from the second step on; Gmain
 10.0-11.5 -> 7.6-8.2 s, Dmain 12.2-12.4 -> 10.8-11.4 s, peak RSS 4.3 -> 4.4
 GiB). The price: the process never returns memory to the OS before it exits
 (a training or generation process reaches its peak every step anyway), and
-all threads share one malloc lock; XLA's compiles, whose threads allocate
-much, ran slower (the res-128 training phases compiled in 75-86 s instead of
-57-63 s in two benchmark runs, 17-24 s more start-up; README, "Freed memory
-kept for reuse").
+all threads share one malloc lock; XLA's compiles, which run on three
+threads that allocate much, ran slower (the res-128 training phases compiled
+in 75-86 s instead of 57-63 s in two benchmark runs, 17-24 s more start-up).
+M_ARENA_MAX=1 is the option that costs it and the one that cannot go: with
+per-thread arenas glibc serves blocks over 64 MiB from mmap whatever
+M_MMAP_MAX says, and the page faults come back (README, "Freed memory kept
+for reuse").
 
 The options only steer threads that have not allocated yet, so they must be
 set before JAX starts its CPU client (before the first computation or device
