@@ -23,6 +23,7 @@ from ml_collections import config_flags
 from gen_synth import sharding as sharding_lib
 from gen_synth import train
 from gen_synth import train_steps
+from gen_synth import xla_cpu
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Training config.")
 _STEPS = flags.DEFINE_integer("steps", 20, "Timed steps.")
@@ -40,7 +41,7 @@ def main(argv):
   init = functools.partial(train_steps.init_state, generator, discriminator, g_tx, d_tx,
                            resolution=config.model.resolution)
   shardings = sharding_lib.state_shardings(mesh, jax.eval_shape(init, jax.random.PRNGKey(0)))
-  state = jax.jit(init, out_shardings=shardings)(jax.random.PRNGKey(0))
+  state = xla_cpu.jit(init, out_shardings=shardings)(jax.random.PRNGKey(0))
   steps = train.CompiledSteps(config, generator, discriminator, g_tx, d_tx, mesh, shardings)
   res, batch = config.model.resolution, config.train.batch_size
   images = jax.device_put(jax.random.uniform(jax.random.PRNGKey(1), (batch, res, res, 3),

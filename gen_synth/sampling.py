@@ -57,7 +57,7 @@ def build_model(config: ml_collections.ConfigDict, dtype=None):
 def init_variables(model, seed: int = 0):
   """Random-initialisation variables {'params', 'fixed', 'stats'} of a generator."""
   z = jnp.zeros((1, model.z_dim), jnp.float32)
-  init = jax.jit(lambda key: model.init({"params": key, "noise": key}, z))
+  init = xla_cpu.jit(lambda key: model.init({"params": key, "noise": key}, z))
   return init(jax.random.PRNGKey(seed))
 
 

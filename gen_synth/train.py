@@ -88,7 +88,7 @@ def initial_state(config, workdir, generator, discriminator, g_tx, d_tx, mesh, m
     gen, train, meta = restored
     logging.info("Resumed from %s at step %d", workdir, meta["step"])
     return _join_from_checkpoint(gen, train), meta.get("data_position"), shardings
-  state = jax.jit(init_fn, out_shardings=shardings)(key)
+  state = xla_cpu.jit(init_fn, out_shardings=shardings)(key)
   if config.get("init_from"):
     state, _, _ = _transfer_from(config.init_from, state, abstract_gen, abstract_train, mesh,
                                  config.train.fsdp)

@@ -26,10 +26,24 @@ def test_options_on_cpu_only_and_user_flags_win(monkeypatch):
   monkeypatch.delenv("XLA_FLAGS", raising=False)
   assert xla_cpu.compiler_options("gpu") is None
   assert xla_cpu.compiler_options("tpu") is None
-  # The pinned jaxlib knows the option: gen_synth's choice is in effect.
-  assert xla_cpu.compiler_options("cpu") == {xla_cpu.OPTION: xla_cpu.YNN_FUSIONS}
+  # The pinned jaxlib knows both options: gen_synth's choice is in effect.
+  assert xla_cpu.compiler_options("cpu") == {
+      xla_cpu.OPTION: xla_cpu.YNN_FUSIONS, xla_cpu.OPT_LEVEL_OPTION: xla_cpu.OPT_LEVEL}
+  # Each option the user sets wins; the other stays.
   monkeypatch.setenv("XLA_FLAGS", f"--{xla_cpu.OPTION}=+reduce")
+  assert xla_cpu.compiler_options("cpu") == {xla_cpu.OPT_LEVEL_OPTION: xla_cpu.OPT_LEVEL}
+  monkeypatch.setenv("XLA_FLAGS", f"--{xla_cpu.OPT_LEVEL_OPTION}=3")
+  assert xla_cpu.compiler_options("cpu") == {xla_cpu.OPTION: xla_cpu.YNN_FUSIONS}
+  monkeypatch.setenv("XLA_FLAGS", f"--{xla_cpu.OPTION}=+reduce --{xla_cpu.OPT_LEVEL_OPTION}=3")
   assert xla_cpu.compiler_options("cpu") is None
+
+
+def test_jit_hands_its_options_to_the_compiler(monkeypatch):
+  # An option value no jaxlib accepts: compiling must fail if (and only if) it is passed.
+  monkeypatch.setattr(xla_cpu, "compiler_options",
+                      lambda backend=None: {xla_cpu.OPTION: "LIBRARY_FUSION_TYPE_NONSENSE"})
+  with pytest.raises(Exception, match="NONSENSE"):
+    xla_cpu.jit(lambda x: x * 2).lower(jnp.ones(3)).compile()
 
 
 def test_jit_runs_dots_and_convolutions_outside_ynnpack():
@@ -41,7 +55,8 @@ def test_jit_runs_dots_and_convolutions_outside_ynnpack():
   def fn(a, x, w):
     y = jax.lax.conv_general_dilated(x, w, (1, 1), "SAME",
                                      dimension_numbers=("NHWC", "HWIO", "NHWC"))
-    return jnp.tanh(a @ a), jnp.sum(y, axis=(1, 2))
+    # Transcendentals and elementwise code XLA emits itself (optimisation level 1).
+    return jnp.tanh(a @ a), jnp.sum(y, axis=(1, 2)), jax.nn.softplus(jnp.sin(3 * a)) * jnp.exp(-a)
 
   jitted = xla_cpu.jit(fn)
   if jax.default_backend() == "cpu":
@@ -65,3 +80,12 @@ def test_jit_as_decorator_with_static_args():
   np.testing.assert_allclose(f(jnp.arange(4.0), power=3), np.arange(4.0) ** 3)
   compiled = f.lower(jnp.arange(4.0), power=2).compile()
   np.testing.assert_allclose(compiled(jnp.arange(4.0)), np.arange(4.0) ** 2)
+
+
+def test_jit_inside_another_trace():
+  # jax takes compiler options at the top level only: nested, it is a plain jit.
+  double = xla_cpu.jit(lambda x: 2 * x)
+  shape = jax.eval_shape(lambda: double(jnp.ones((2, 3))))
+  assert shape.shape == (2, 3)
+  np.testing.assert_allclose(jax.jit(lambda x: double(x) + 1)(jnp.ones(3)), np.full(3, 3.0))
+  np.testing.assert_allclose(double(jnp.ones(3)), np.full(3, 2.0))

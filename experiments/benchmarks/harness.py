@@ -8,8 +8,9 @@ from one run on one machine.
 
 `XLA_DEFAULT_KERNELS` is the environment that makes gen_synth compile with
 jaxlib's default XLA:CPU kernels instead of its own choice (gen_synth/xla_cpu.py):
-an XLA_FLAGS entry that names the option makes gen_synth pass none, and '+reduce'
-adds nothing to XLA's default list.
+an XLA_FLAGS entry that names the option makes gen_synth leave it out, and
+'+reduce' adds nothing to XLA's default list. gen_synth's other option, LLVM
+optimisation level 1, stays in effect in that case.
 
 A gen_synth worker (train.py, generation.py, compose.py, discriminator.py)
 calls `start_worker()` first, which sets the host memory mode of

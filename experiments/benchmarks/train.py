@@ -63,7 +63,7 @@ def gen_synth_worker(config):
                                           resolution=config.model.resolution,
                                           train_config=config.train)
   shardings = sharding_lib.state_shardings(mesh, jax.eval_shape(init, jax.random.PRNGKey(0)))
-  state = jax.jit(init, out_shardings=shardings)(jax.random.PRNGKey(0))
+  state = xla_cpu.jit(init, out_shardings=shardings)(jax.random.PRNGKey(0))
   steps = train.CompiledSteps(config, generator, discriminator, g_tx, d_tx, mesh, shardings)
   res, batch = config.model.resolution, config.train.batch_size
   images = jax.device_put(
