@@ -28,8 +28,9 @@ are precompiled. The level-3 passes bought nothing measurable there and cost
 start-up: res-128 CREPS training, batch 4, processes alternating the levels
 (2-core AMD EPYC, 2026-12-07): the five phases compiled in 47.5-66.2 s
 against 57.7-81.0 s (five pairs), the state's initialisation in 7.3-8.6 s
-against 10.7-12.4 s; each phase ran as fast or faster, with bit-identical
-losses and gradient norms. Generation at 256 px stayed within the VM's noise.
+against 10.7-12.4 s; the phases ran within run-to-run noise (Gmain, Dmain
+and Dreg as fast or faster, Greg within 4 %), with bit-identical losses and
+gradient norms. Generation at 256 px stayed within the VM's noise.
 
 The choice is made per executable (`jax.jit(..., compiler_options=...)`),
 never through process-wide flags, and only on the CPU backend: GPUs and TPUs
