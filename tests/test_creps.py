@@ -247,13 +247,15 @@ def test_generate_cli_tiled_equals_untiled(tmp_path):
     assert x.shape == (24, 40, 3) and np.max(np.abs(x - y)) <= 1e-5
 
 
-def test_thick_biline_equals_the_einsum_to_second_order():
-  """The CPU path (unrolled forward, einsum backward) against the einsum itself."""
+@pytest.mark.parametrize("height", [3, 40])    # the unrolled backward pass, the einsum's
+def test_thick_biline_equals_the_einsum_to_second_order(height):
+  """The CPU path (unrolled forward, its own backward) against the einsum itself."""
   from gen_synth.models import creps
+  assert 3 <= creps._BILINE_UNROLLED_MAX_ROWS < 40
   kx, ky, kg = jax.random.split(jax.random.PRNGKey(0), 3)
-  x = jax.random.normal(kx, (2, 3, 8, 32))                       # [B, H, rank, C]
+  x = jax.random.normal(kx, (2, height, 8, 32))                  # [B, H, rank, C]
   y = jax.random.normal(ky, (2, 5, 8, 32))                       # [B, W, rank, C]
-  pattern = jax.random.normal(kg, (2, 3, 5, 32))
+  pattern = jax.random.normal(kg, (2, height, 5, 32))
   fns = {"cpu": creps._biline_unrolled, "einsum": creps._biline_einsum}
   # loss, its gradient, and the gradient of a function of that gradient (the
   # path-length penalty differentiates G's input gradient again)

@@ -96,8 +96,18 @@ def _biline_unrolled_fwd(x, y):
 def _biline_unrolled_bwd(residuals, g):
   # The einsum's own gradients (autodiff of the unrolled sum is a reduction
   # per rank slice, several times slower); differentiable again (path length).
-  _, vjp = jax.vjp(_biline_einsum, *residuals)
-  return vjp(g)
+  x, y = residuals
+  if x.shape[1] > _BILINE_UNROLLED_MAX_ROWS:
+    _, vjp = jax.vjp(_biline_einsum, x, y)
+    return vjp(g)
+  dx = 0.5 * jnp.einsum("bhwc,bwrc->bhrc", g, y)
+  dy = g[:, 0, :, None] * x[:, 0, None]
+  for h in range(1, x.shape[1]):
+    dy = dy + g[:, h, :, None] * x[:, h, None]
+  return dx, 0.5 * dy
+
+
+_BILINE_UNROLLED_MAX_ROWS = 32
 
 
 _biline_unrolled.defvjp(_biline_unrolled_fwd, _biline_unrolled_bwd)
