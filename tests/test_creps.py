@@ -36,7 +36,7 @@ def test_param_counts_equal_official(res, official_total):
   assert counts["decoder_img"] == 99
   assert counts["refine0"] == mod(32, 128) + mod(128, 128) + (512 * 128 + 128 + 128 * 3 + 3)
   assert counts["refine1"] == mod(128, 64) + mod(64, 64) + (512 * 64 + 64 + 64 * 3 + 3)
-  assert f"decoder_8" not in counts and "tores" not in params["b4"]
+  assert "decoder_8" not in counts and "tores" not in params["b4"]
 
 
 def _nb_param_count(res):

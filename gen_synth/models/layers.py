@@ -6,7 +6,7 @@ ProGAN/StyleGAN: they are stored as N(0, 1) / lr_mul and scaled at run time by
 lr_mul / sqrt(fan_in), so Adam sees the same dynamic range in every layer.
 """
 
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
 import flax.linen as nn
 import jax

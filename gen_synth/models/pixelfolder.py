@@ -32,8 +32,6 @@ Left out on purpose (built but never run by the official code): stage 0's
 `conv_merge`, 524,800 parameters at 256.
 """
 
-from typing import Optional
-
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
