@@ -94,8 +94,10 @@ def _biline_unrolled_fwd(x, y):
 
 
 def _biline_unrolled_bwd(residuals, g):
-  # The einsum's own gradients (autodiff of the unrolled sum is a reduction
-  # per rank slice, several times slower); differentiable again (path length).
+  # The column lines' gradient as the same kind of unrolled sum, over a tile's
+  # few rows; the row lines' (a sum over every column) as the einsum's. Plain
+  # autodiff of the unrolled forward would be a reduction per rank slice,
+  # several times slower. Differentiable again (the path-length phase).
   x, y = residuals
   if x.shape[1] > _BILINE_UNROLLED_MAX_ROWS:
     _, vjp = jax.vjp(_biline_einsum, x, y)
@@ -118,8 +120,9 @@ def thick_biline(x, y):
 
   F[b,h,w,c] = 0.5 sum_r x[b,h,r,c] y[b,w,r,c]. On the CPU backend the forward
   pass is an unrolled sum over the rank (a tile of CREPS-256's compose, batch
-  4: 0.5 ms instead of 2.9 ms, experiments/benchmarks/compose.py), the
-  backward pass the einsum's; elsewhere the einsum.
+  4: 0.5 ms instead of 2.9 ms), and the backward pass is unrolled over the rows
+  for y's gradient when H <= _BILINE_UNROLLED_MAX_ROWS and the einsum's
+  otherwise (README, "What makes the CPU step fast"); elsewhere the einsum.
   """
   if jax.default_backend() == "cpu":
     return _biline_unrolled(x, y)
