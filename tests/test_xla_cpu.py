@@ -23,6 +23,10 @@ def _ynn_fusions(hlo_text):
 
 
 def test_options_on_cpu_only_and_user_flags_win(monkeypatch):
+  # The backend starts (the probe compiles) with conftest's 8 devices, not
+  # under the XLA_FLAGS this test takes away: later tests in this process
+  # need them.
+  assert jax.device_count() == 8
   monkeypatch.delenv("XLA_FLAGS", raising=False)
   assert xla_cpu.compiler_options("gpu") is None
   assert xla_cpu.compiler_options("tpu") is None
@@ -82,8 +86,13 @@ def test_jit_as_decorator_with_static_args():
   np.testing.assert_allclose(compiled(jnp.arange(4.0)), np.arange(4.0) ** 2)
 
 
-def test_jit_inside_another_trace():
+@pytest.mark.parametrize("trace_test", ["jax", "probe"])   # the pinned jax's test, the fallback
+def test_jit_inside_another_trace(trace_test, monkeypatch):
   # jax takes compiler options at the top level only: nested, it is a plain jit.
+  if trace_test == "probe":
+    monkeypatch.setattr(xla_cpu, "_trace_state_clean", None)
+  else:
+    assert xla_cpu._trace_state_clean is not None
   double = xla_cpu.jit(lambda x: 2 * x)
   shape = jax.eval_shape(lambda: double(jnp.ones((2, 3))))
   assert shape.shape == (2, 3)

@@ -93,6 +93,10 @@ def _biline_unrolled_fwd(x, y):
   return _biline_unrolled(x, y), (x, y)
 
 
+# Tiles of up to this many rows take the unrolled backward pass for y.
+_BILINE_UNROLLED_MAX_ROWS = 32
+
+
 def _biline_unrolled_bwd(residuals, g):
   # The column lines' gradient as the same kind of unrolled sum, over a tile's
   # few rows; the row lines' (a sum over every column) as the einsum's. Plain
@@ -107,9 +111,6 @@ def _biline_unrolled_bwd(residuals, g):
   for h in range(1, x.shape[1]):
     dy = dy + g[:, h, :, None] * x[:, h, None]
   return dx, 0.5 * dy
-
-
-_BILINE_UNROLLED_MAX_ROWS = 32
 
 
 _biline_unrolled.defvjp(_biline_unrolled_fwd, _biline_unrolled_bwd)
