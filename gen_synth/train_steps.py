@@ -197,13 +197,33 @@ def run_phase(phase: str, state: TrainState, real_images, root_key, *, generator
   aug_mode, fixed_p = augment_mode(t)
   aug_key = keys[_AUG]
 
+  def d_input(images, aug_id):
+    """augment(images): p = state.aug_p ('ada') or the configured constant ('fixed')."""
+    if aug_mode == "none":
+      return images
+    p = state.aug_p if aug_mode == "ada" else fixed_p
+    return augment_lib.augment(jax.random.fold_in(aug_key, aug_id), images, p,
+                               t.get("augment_pipe", "bgc"))
+
   def d_apply(d_params, images, aug_id):
-    """D(augment(images)): p = state.aug_p ('ada') or the configured constant ('fixed')."""
-    if aug_mode != "none":
-      p = state.aug_p if aug_mode == "ada" else fixed_p
-      images = augment_lib.augment(jax.random.fold_in(aug_key, aug_id), images, p,
-                                   t.get("augment_pipe", "bgc"))
-    return discriminator.apply({"params": d_params}, images)
+    """D(augment(images))."""
+    return discriminator.apply({"params": d_params}, d_input(images, aug_id))
+
+  def d_apply_pair(d_params, images_a, aug_a, images_b, aug_b):
+    """(D(augment(a)), D(augment(b))) as one D call on both batches, interleaved.
+
+    The same logits as two calls (minibatch stddev groups each batch on its
+    own), with D's layers run once over twice the batch: each weight gradient
+    is one convolution over both batches instead of two (D forward+backward,
+    res 256, 4 + 4 images: 12.2 s against 12.7 s on the 2-core AMD EPYC).
+    Stacking on a new second axis keeps a batch-sharded pair local to its
+    devices.
+    """
+    a, b = d_input(images_a, aug_a), d_input(images_b, aug_b)
+    both = jnp.stack([a, b], axis=1).reshape((2 * a.shape[0],) + a.shape[1:])
+    logits = discriminator.apply({"params": d_params}, both, num_batches=2)
+    logits = logits.reshape(a.shape[0], 2)
+    return logits[:, 0], logits[:, 1]
 
   def with_signs(state, real_logits):
     """ADA's statistic: the signs of D's logits on (augmented) reals, summed."""
@@ -272,8 +292,7 @@ def run_phase(phase: str, state: TrainState, real_images, root_key, *, generator
         synthesis(state.g_params, ws, jax.random.fold_in(keys[_NOISE], 2)))
 
     def d_main_loss(d_params):
-      fake_logits = d_apply(d_params, fake, 1)
-      real_logits = d_apply(d_params, real_images, 2)
+      fake_logits, real_logits = d_apply_pair(d_params, fake, 1, real_images, 2)
       return losses.discriminator_loss(real_logits, fake_logits), (real_logits, fake_logits)
 
     (d_loss, (real_logits, fake_logits)), d_grads = jax.value_and_grad(

@@ -249,23 +249,33 @@ def test_generate_cli_tiled_equals_untiled(tmp_path):
 
 @pytest.mark.parametrize("height", [3, 40])    # the unrolled backward pass, the einsum's
 def test_thick_biline_equals_the_einsum_to_second_order(height):
-  """The CPU path (unrolled forward, its own backward) against the einsum itself."""
+  """The CPU path (unrolled product, its own derivative maps) against the einsum itself."""
   from gen_synth.models import creps
   assert 3 <= creps._BILINE_UNROLLED_MAX_ROWS < 40
   kx, ky, kg = jax.random.split(jax.random.PRNGKey(0), 3)
   x = jax.random.normal(kx, (2, height, 8, 32))                  # [B, H, rank, C]
   y = jax.random.normal(ky, (2, 5, 8, 32))                       # [B, W, rank, C]
   pattern = jax.random.normal(kg, (2, height, 5, 32))
-  fns = {"cpu": creps._biline_unrolled, "einsum": creps._biline_einsum}
-  # loss, its gradient, and the gradient of a function of that gradient (the
-  # path-length penalty differentiates G's input gradient again)
+  fns = {"cpu": creps._biline_f, "einsum": creps._biline_einsum}
+  # loss, its gradients, and the gradient of a function of both gradients (the
+  # path-length penalty differentiates G's input gradient again), and a third
+  # order through that
   loss = lambda f: lambda x, y: jnp.sum(jnp.tanh(f(x, y)) * pattern)
-  second = lambda f: lambda x, y: jnp.sum(jnp.square(jax.grad(loss(f))(x, y)))
+  second = lambda f: lambda x, y: sum(
+      jnp.sum(jnp.square(g) * (i + 1)) for i, g in enumerate(jax.grad(loss(f), (0, 1))(x, y)))
+  third = lambda f: lambda x, y: sum(
+      jnp.sum(g * w) for g, w in zip(jax.grad(second(f), (0, 1))(x, y), (x, y)))
   out = {name: (jax.jit(f)(x, y), jax.jit(jax.grad(loss(f), (0, 1)))(x, y),
-                jax.jit(jax.grad(second(f), (0, 1)))(x, y))
+                jax.jit(jax.grad(second(f), (0, 1)))(x, y),
+                jax.jit(jax.grad(third(f), (0, 1)))(x, y))
          for name, f in fns.items()}
   for got, want in zip(jax.tree.leaves(out["cpu"]), jax.tree.leaves(out["einsum"])):
     np.testing.assert_allclose(got, want, rtol=0, atol=2e-6 * float(jnp.max(jnp.abs(want))))
   assert float(jnp.max(jnp.abs(out["einsum"][0]))) > 1.0
+  # The second order is made of the three maps, not of autodiff of their
+  # unrolled sums (one reduction per unrolled term): the only reductions left
+  # are the losses' own sums.
+  second_jaxpr = str(jax.make_jaxpr(jax.grad(second(creps._biline_f), (0, 1)))(x, y))
+  assert second_jaxpr.count("reduce_sum") <= 4, second_jaxpr.count("reduce_sum")
   if jax.default_backend() == "cpu":
     assert "dot_general" not in str(jax.make_jaxpr(creps.thick_biline)(x, y))

@@ -53,6 +53,40 @@ def test_minibatch_stddev_groups_like_the_official_reshape():
       np.testing.assert_allclose(y[n, :, :, -1], expected, rtol=1e-5)
 
 
+def test_one_call_on_two_interleaved_batches_equals_two_calls():
+  """D(pair, num_batches=2) = D(a), D(b), logits and parameter gradients.
+
+  Dmain runs D once on its fakes and reals interleaved; the minibatch stddev
+  must still group each batch on its own. Two samples each: the group size
+  (4) is clamped to each batch's 2, where one call on 4 samples would make
+  one group of all 4.
+  """
+  model = d_lib.Discriminator(resolution=16, channel_base=256, channel_max=32)
+  ka, kb, kp = jax.random.split(jax.random.PRNGKey(0), 3)
+  a = jax.random.normal(ka, (2, 16, 16, 3))
+  b = 3.0 * jax.random.normal(kb, (2, 16, 16, 3)) + 1.0
+  params = model.init(kp, a)["params"]
+
+  def separate(p):
+    la = model.apply({"params": p}, a)
+    lb = model.apply({"params": p}, b)
+    return jnp.sum(jax.nn.softplus(la)) + jnp.sum(jax.nn.softplus(-lb)), (la, lb)
+
+  def paired(p):
+    both = jnp.stack([a, b], axis=1).reshape((4, 16, 16, 3))
+    logits = model.apply({"params": p}, both, num_batches=2).reshape(2, 2)
+    la, lb = logits[:, 0], logits[:, 1]
+    return jnp.sum(jax.nn.softplus(la)) + jnp.sum(jax.nn.softplus(-lb)), (la, lb)
+
+  (_, want), want_grads = jax.jit(jax.value_and_grad(separate, has_aux=True))(params)
+  (_, got), got_grads = jax.jit(jax.value_and_grad(paired, has_aux=True))(params)
+  for g, w in zip(jax.tree.leaves((got, got_grads)), jax.tree.leaves((want, want_grads))):
+    np.testing.assert_allclose(g, w, rtol=0, atol=1e-5 * float(jnp.max(jnp.abs(w))) + 1e-7)
+  # One stddev group over all 4 samples gives other logits.
+  mixed = model.apply({"params": params}, jnp.stack([a, b], axis=1).reshape((4, 16, 16, 3)))
+  assert float(jnp.max(jnp.abs(mixed.reshape(2, 2)[:, 0] - want[0]))) > 1e-3
+
+
 def test_forward_is_finite_and_rejects_wrong_size():
   model = d_lib.Discriminator(resolution=16, channel_base=256, channel_max=32)
   x = jax.random.normal(jax.random.PRNGKey(0), (4, 16, 16, 3))

@@ -29,12 +29,24 @@ from gen_synth.models import layers
 SQRT_HALF = float(np.sqrt(0.5))
 
 
-def minibatch_stddev(x, group_size: int = 4, num_channels: int = 1):
+def minibatch_stddev(x, group_size: int = 4, num_channels: int = 1,
+                     num_batches: int = 1):
   """[N, H, W, C] -> [N, H, W, C + num_channels] (StyleGAN2's MinibatchStdLayer).
 
   Sample n belongs to group n mod (N / G), as the official reshape(G, -1, ...)
   puts it; each appended channel holds its group's mean feature stddev.
+  `num_batches` > 1: x holds that many batches interleaved (sample i of batch
+  k at row num_batches * i + k), each grouped on its own, as if D had been
+  called on each batch alone.
   """
+  if num_batches > 1:
+    n = x.shape[0]
+    if n % num_batches:
+      raise ValueError(f"batch {n} must be divisible by num_batches {num_batches}")
+    parts = x.reshape((n // num_batches, num_batches) + x.shape[1:])
+    out = [minibatch_stddev(parts[:, k], group_size, num_channels)
+           for k in range(num_batches)]
+    return jnp.stack(out, axis=1).reshape((n,) + out[0].shape[1:])
   n, h, w, c = x.shape
   g = min(group_size, n)
   if n % g:
@@ -85,7 +97,8 @@ class Discriminator(nn.Module):
     return min(self.channel_base // res, self.channel_max)
 
   @nn.compact
-  def __call__(self, img):
+  def __call__(self, img, num_batches: int = 1):
+    """img [N, R, R, 3] -> logits [N]; `num_batches`: see `minibatch_stddev`."""
     if img.shape[1:3] != (self.resolution, self.resolution):
       raise ValueError(f"D expects {self.resolution}x{self.resolution} images, "
                        f"got {img.shape[1]}x{img.shape[2]}")
@@ -97,7 +110,7 @@ class Discriminator(nn.Module):
                              conv_impl=self.conv_impl, dtype=self.dtype, name=f"b{res}")(x)
       res //= 2
     c = self.channels(4)
-    x = minibatch_stddev(x, self.mbstd_group_size, self.mbstd_num_channels)
+    x = minibatch_stddev(x, self.mbstd_group_size, self.mbstd_num_channels, num_batches)
     x = conv_layers.EqualConv2d(c, 3, activation="lrelu", clamp=self.conv_clamp,
                                 impl=self.conv_impl, dtype=self.dtype, name="b4_conv")(x)
     x = layers.EqualDense(c, activation="lrelu", dtype=self.dtype,
