@@ -4,7 +4,9 @@ r"""Trains a pixel-synthesis GAN.
   python -m gen_synth.main --config=configs/creps_ffhq.py:res=256 --workdir=gs://b/run \
       --config.data.data_dir=gs://b/tfds --config.train.r1_gamma=2 --multihost
 
-Resumes automatically from WORKDIR. One process per host; `--multihost`
+Resumes automatically from WORKDIR, loading the compiled training phases from
+the persistent compilation cache in WORKDIR/compilation_cache
+(`--compilation_cache`). One process per host; `--multihost`
 calls `jax.distributed.initialize()` (arguments from the environment on TPU
 pods / SLURM, or --coordinator_address/--num_processes/--process_id).
 
@@ -30,6 +32,11 @@ flags.DEFINE_bool("multihost", False, "Call jax.distributed.initialize().")
 flags.DEFINE_string("coordinator_address", None, "host:port of process 0 (multi-host).")
 flags.DEFINE_integer("num_processes", None, "Number of processes (multi-host).")
 flags.DEFINE_integer("process_id", None, "This process's id (multi-host).")
+flags.DEFINE_string(
+    "compilation_cache", "auto",
+    "JAX's persistent compilation cache, so a restarted run loads its compiled "
+    "phases: 'auto' = JAX_COMPILATION_CACHE_DIR if set, else "
+    "WORKDIR/compilation_cache; 'none' = off; or a folder (gen_synth.compilation_cache).")
 flags.mark_flags_as_required(["config", "workdir"])
 
 
@@ -82,6 +89,9 @@ def main(argv):
                                num_processes=FLAGS.num_processes,
                                process_id=FLAGS.process_id)
   logging.info("JAX process %d / %d", jax.process_index(), jax.process_count())
+  from gen_synth import compilation_cache  # pylint: disable=g-import-not-at-top
+  logging.info("Compilation cache: %s",
+               compilation_cache.enable(FLAGS.compilation_cache, FLAGS.workdir))
   from gen_synth import train  # pylint: disable=g-import-not-at-top
   train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
 

@@ -105,3 +105,28 @@ def test_compose_benchmark_cases_agree_with_one_pass():
   fwd, bwd = cases[0]["gflop"], cases[1]["gflop"]
   assert cases[2]["gflop"] == fwd and cases[3]["gflop"] == bwd and bwd > 2 * fwd > 0
   assert len([l for l in out.stdout.splitlines() if l.startswith("| 64 |")]) == 2
+
+
+def test_train_table_iteration_and_resumed_startup():
+  phases = {"Gmain": 4.0, "Greg": 8.0, "Dmain": 5.0, "Dreg": 16.0, "ema": 0.01}
+  flops = {"Gmain": 400e9, "Greg": 800e9, "Dmain": 500e9, "Dreg": 1600e9, "ema": 0.0}
+  results = [
+      {"impl": "gemm_peak", "gflops": 100.0},
+      {"impl": "gen_synth", "s": phases, "flops": flops, "startup_s": 90.0,
+       "peak_rss_mib": 4000.0},
+      {"impl": "gen_synth_startup", "startup_s": 120.4, "compile_s": {"Gmain": 30.0, "Greg": 20.0}},
+      {"impl": "gen_synth_startup", "startup_s": 61.6, "compile_s": {"Gmain": 4.0, "Greg": 5.0}},
+      {"impl": "official", "s": {k: 2 * v for k, v in phases.items()}, "startup_s": 40.0,
+       "peak_rss_mib": 6000.0}]
+  code = ("import json, sys; sys.argv = ['train.py']; import train; "
+          "from gen_synth import config_utils; "
+          "t = config_utils.ml_collections.ConfigDict(dict(pl_interval=4, r1_interval=16)); "
+          f"print(train.table(json.loads({json.dumps(json.dumps(results))}), t))")
+  out = subprocess.run([sys.executable, "-c", code], cwd=BENCH, capture_output=True, text=True,
+                       check=True).stdout
+  row = next(l for l in out.splitlines() if l.startswith("| **iteration**"))
+  # iteration = 4 + 5 + 0.01 + 8/4 + 16/16 = 12.01 s for 400+500+200+100 = 1200 GFLOP.
+  assert [c.strip() for c in row.strip("|").split("|")] == [
+      "**iteration**", "1200", "24.02", "12.01", "2.00x", "50 %", "100 %"]
+  assert ("start-up with a persistent compilation cache: 120 s filling it (compiles 50 s), "
+          "62 s loading it, as a restarted run (compiles 9 s)") in out

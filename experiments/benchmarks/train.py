@@ -24,6 +24,7 @@ Prints one JSON line per case and a markdown table; --out appends the JSON.
 import json
 import os
 import sys
+import tempfile
 import time
 
 from absl import app
@@ -43,6 +44,13 @@ _XLA_DEFAULT = flags.DEFINE_bool("xla_default_kernels", False,
 _COMPARE_HOST_MEMORY = flags.DEFINE_bool(
     "compare_host_memory", False,
     "Also time gen_synth with glibc's default malloc (--host_memory=system).")
+_RESUMED = flags.DEFINE_bool(
+    "startup_resumed", False,
+    "Also time gen_synth's start-up twice more, sharing a fresh persistent compilation "
+    "cache (gen_synth.compilation_cache): a first start that fills it, then a restart "
+    "that loads it, as `gen_synth.main` after a preemption.")
+_CACHE_DIR = flags.DEFINE_string("compilation_cache_dir", None,
+                                 "Internal: the worker's compilation cache folder.")
 _WORKER = flags.DEFINE_enum("worker", None, ["gemm", "gen_synth"], "Internal: run one case.")
 _OUT = flags.DEFINE_string("out", None, "Append the JSON lines to this file.")
 
@@ -56,6 +64,9 @@ def gen_synth_worker(config):
   import numpy as np  # pylint: disable=g-import-not-at-top
   from gen_synth import sharding as sharding_lib  # pylint: disable=g-import-not-at-top
   from gen_synth import cost, train, train_steps, xla_cpu  # pylint: disable=g-import-not-at-top
+  if _CACHE_DIR.value:
+    from gen_synth import compilation_cache  # pylint: disable=g-import-not-at-top
+    compilation_cache.enable(_CACHE_DIR.value, "")
   generator, discriminator = train.build_models(config)
   g_tx, d_tx = train_steps.make_optimizers(config.train)
   mesh = sharding_lib.make_mesh()
@@ -85,6 +96,10 @@ def gen_synth_worker(config):
       state, metrics = compiled[name](state, images, key)
       jax.block_until_ready((state, metrics))
       times[name].append(time.perf_counter() - t)
+  if _CACHE_DIR.value:          # a start-up case only
+    return {"impl": "gen_synth_startup", "res": res, "batch": batch, "startup_s": startup,
+            "compile_s": {OFFICIAL_PHASE[k]: v for k, v in compile_s.items()},
+            "compilation_cache": _CACHE_DIR.value}
   counted = train.CompiledSteps(config, cost.one_pass(generator), discriminator, g_tx, d_tx,
                                mesh, shardings)
   for name in train_steps.PHASES:
@@ -139,6 +154,13 @@ def table(results, train_config):
                 f"{s_it:.2f} s, {pct(it_flops, s_it)} of peak ({phases}); peak RSS "
                 f"{system_malloc['peak_rss_mib']:.0f} MiB. Keeping freed memory: "
                 f"{s_it / g_it:.2f}x.")
+  startups = [r for r in results if r["impl"] == "gen_synth_startup"]
+  if len(startups) == 2:
+    rows.append(f"gen_synth start-up with a persistent compilation cache: "
+                f"{startups[0]['startup_s']:.0f} s filling it (compiles "
+                f"{sum(startups[0]['compile_s'].values()):.0f} s), {startups[1]['startup_s']:.0f} s "
+                f"loading it, as a restarted run (compiles "
+                f"{sum(startups[1]['compile_s'].values()):.0f} s).")
   if xla_default:
     phases = ", ".join(f"{k} {v:.2f} s" for k, v in xla_default["s"].items())
     rows.append(f"gen_synth with jaxlib's default XLA:CPU kernels: iteration "
@@ -160,7 +182,8 @@ def main(argv):
     return
   me = [sys.executable, os.path.abspath(__file__)] + [
       a for a in sys.argv[1:]
-      if not a.startswith(("--official", "--out", "--xla_default", "--compare_host_memory"))]
+      if not a.startswith(("--official", "--out", "--xla_default", "--compare_host_memory",
+                           "--startup_resumed"))]
   runs = harness.Collector(_OUT.value)
   run = runs.run
   run(me + ["--worker=gemm"])
@@ -171,6 +194,10 @@ def main(argv):
     # Under YNNPACK's kernels the shifted-GEMM weight gradient is D's best ('gemm').
     run(me + ["--worker=gen_synth", "--config.discriminator.conv_impl=gemm"],
         env=harness.XLA_DEFAULT_KERNELS, xla_default_kernels=True)
+  if _RESUMED.value:
+    with tempfile.TemporaryDirectory() as cache:
+      for _ in range(2):
+        run(me + ["--worker=gen_synth", f"--compilation_cache_dir={cache}"])
   if _OFFICIAL.value:
     t = config.train
     worker = os.path.join(os.path.dirname(os.path.abspath(__file__)), "official_train_worker.py")
