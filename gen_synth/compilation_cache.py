@@ -9,9 +9,8 @@ program, options and devices are the same. `python -m gen_synth.main` keeps it
 in WORKDIR/compilation_cache/process_<i> by default (`--compilation_cache`),
 one folder per process so that hosts never write the same files, unless JAX
 already has a cache folder (JAX_COMPILATION_CACHE_DIR): a user's setting
-wins. An entry
-that cannot be read (e.g. cut short by a kill) is compiled again: jax logs
-the error and goes on.
+wins. An entry that cannot be read (e.g. cut short by a kill) is compiled
+again: jax logs the error and goes on.
 """
 
 import os
