@@ -123,57 +123,23 @@ def _biline_dy_impl(g, x):
   return 0.5 * dy
 
 
-# Each fwd rule computes its output through the custom_vjp function itself, so
-# that a second differentiation sees the three maps again, not their bodies.
-@jax.custom_vjp
-def _biline_f(x, y):
-  return _biline_f_impl(x, y)
+def _closed_bilinear(impl, vjp):
+  """`impl(a, b)` as a custom_vjp whose cotangent map is `vjp(a, b, ct)` -> (ct_a, ct_b).
+
+  The fwd rule computes its output through the custom_vjp function itself, so
+  that a second differentiation sees the three maps again, not their bodies.
+  """
+  fn = jax.custom_vjp(impl)
+  fn.defvjp(lambda a, b: (fn(a, b), (a, b)), lambda res, ct: vjp(*res, ct))
+  return fn
 
 
-def _biline_f_fwd(x, y):
-  return _biline_f(x, y), (x, y)
-
-
-def _biline_f_bwd(residuals, g):
-  x, y = residuals
-  return _biline_dx(g, y), _biline_dy(g, x)
-
-
-_biline_f.defvjp(_biline_f_fwd, _biline_f_bwd)
-
-
-@jax.custom_vjp
-def _biline_dx(g, y):
-  return _biline_dx_impl(g, y)
-
-
-def _biline_dx_fwd(g, y):
-  return _biline_dx(g, y), (g, y)
-
-
-def _biline_dx_bwd(residuals, cx):
-  g, y = residuals
-  return _biline_f(cx, y), _biline_dy(g, cx)
-
-
-_biline_dx.defvjp(_biline_dx_fwd, _biline_dx_bwd)
-
-
-@jax.custom_vjp
-def _biline_dy(g, x):
-  return _biline_dy_impl(g, x)
-
-
-def _biline_dy_fwd(g, x):
-  return _biline_dy(g, x), (g, x)
-
-
-def _biline_dy_bwd(residuals, cy):
-  g, x = residuals
-  return _biline_f(x, cy), _biline_dx(g, cy)
-
-
-_biline_dy.defvjp(_biline_dy_fwd, _biline_dy_bwd)
+_biline_f = _closed_bilinear(
+    _biline_f_impl, lambda x, y, g: (_biline_dx(g, y), _biline_dy(g, x)))
+_biline_dx = _closed_bilinear(
+    _biline_dx_impl, lambda g, y, cx: (_biline_f(cx, y), _biline_dy(g, cx)))
+_biline_dy = _closed_bilinear(
+    _biline_dy_impl, lambda g, x, cy: (_biline_f(x, cy), _biline_dx(g, cy)))
 
 
 def thick_biline(x, y):
