@@ -46,8 +46,10 @@ EXIT_USER_ERROR = 2
 HOST_MEMORY = flags.DEFINE_enum(
     'host_memory', 'auto', list(host_memory.MODES),
     'Host malloc for XLA:CPU: keep freed blocks for reuse (no page faults each '
-    'step; gen_synth/host_memory.py). auto: on the CPU backend only; keep: '
-    'always; system: glibc\'s defaults.')
+    'step; gen_synth/host_memory.py), in transparent huge pages where the '
+    'kernel gives them on request (the command runs itself again with '
+    'GLIBC_TUNABLES=glibc.malloc.hugetlb=1). auto: on the CPU backend only; '
+    'keep: always; system: glibc\'s defaults.')
 
 
 class UserError(Exception):
@@ -160,6 +162,8 @@ def run(main: Callable[[list[str]], object]) -> None:
     except (UserError, app.UsageError) as e:
       fail(e)
 
+  # First: glibc reads its huge-page tunable only when a process starts.
+  host_memory.reexec_with_huge_pages(host_memory.mode_in_argv(sys.argv[1:]))
   app.run(guarded, flags_parser=parse_flags)
 
 

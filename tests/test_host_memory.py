@@ -84,3 +84,59 @@ def test_commands_keep_freed_memory_before_jax_starts():
                        cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
   assert out.returncode == 0, out.stderr
   assert "host memory: freed blocks kept for reuse" in out.stderr, out.stderr[-2000:]
+
+
+def test_huge_pages_environ_only_where_it_changes_something(tmp_path):
+  tunable, mark = host_memory.HUGE_PAGES_TUNABLE, host_memory.REEXEC_MARK
+  env = host_memory.huge_pages_environ({"HOME": "/h"}, "madvise", (2, 36))
+  assert env == {"HOME": "/h", "GLIBC_TUNABLES": tunable, mark: "1"}
+  env = host_memory.huge_pages_environ({"GLIBC_TUNABLES": "glibc.malloc.arena_max=2"},
+                                       "madvise", (2, 35))
+  assert env["GLIBC_TUNABLES"] == "glibc.malloc.arena_max=2:" + tunable
+  for thp in ("always", "never", ""):          # already huge pages / refused / no THP
+    assert host_memory.huge_pages_environ({}, thp, (2, 36)) is None
+  for glibc in ((2, 34), ()):                  # no hugetlb tunable / not glibc
+    assert host_memory.huge_pages_environ({}, "madvise", glibc) is None
+  assert host_memory.huge_pages_environ(      # the user's choice wins
+      {"GLIBC_TUNABLES": "glibc.malloc.hugetlb=0"}, "madvise", (2, 36)) is None
+  assert host_memory.huge_pages_environ({mark: "1"}, "madvise", (2, 36)) is None  # run again once
+  assert host_memory.mode_in_argv(["--config=c.py", "--host_memory=system"]) == "system"
+  assert host_memory.mode_in_argv(["--host_memory", "keep", "-v", "1"]) == "keep"
+  assert host_memory.mode_in_argv(["--config=c.py"]) == "auto"
+  enabled = tmp_path / "enabled"
+  enabled.write_text("always [madvise] never\n")
+  assert host_memory.transparent_huge_pages_mode(str(enabled)) == "madvise"
+  assert host_memory.transparent_huge_pages_mode(str(tmp_path / "absent")) == ""
+
+
+_REPORT_ENV = r"""
+import json, os
+from gen_synth import cli
+cli.run(lambda argv: print(json.dumps({"pid": os.getpid(),
+                                       "tunables": os.environ.get("GLIBC_TUNABLES")})))
+"""
+
+
+def _run_reporting_env(*flags, **env_extra):
+  env = dict(os.environ, JAX_PLATFORMS="cpu", **env_extra)
+  if "GLIBC_TUNABLES" not in env_extra:
+    env.pop("GLIBC_TUNABLES", None)
+  env.pop(host_memory.REEXEC_MARK, None)
+  proc = subprocess.Popen([sys.executable, "-c", _REPORT_ENV, *flags], cwd=REPO, env=env,
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+  out, err = proc.communicate(timeout=300)
+  assert proc.returncode == 0, err
+  return proc.pid, json.loads(out.strip().splitlines()[-1])
+
+
+@pytest.mark.skipif(not host_memory.is_glibc(), reason="glibc's malloc options only")
+def test_commands_run_again_with_the_heap_in_huge_pages_as_the_same_process():
+  clean = {k: v for k, v in os.environ.items() if k != "GLIBC_TUNABLES"}
+  applies = host_memory.huge_pages_environ(clean) is not None   # this machine's kernel and glibc
+  pid, seen = _run_reporting_env("--host_memory=keep")
+  assert seen["pid"] == pid                     # execve: the process the caller started
+  assert seen["tunables"] == (host_memory.HUGE_PAGES_TUNABLE if applies else None)
+  _, seen = _run_reporting_env("--host_memory=system")
+  assert seen["tunables"] is None               # freed memory not kept: left alone
+  _, seen = _run_reporting_env("--host_memory=keep", GLIBC_TUNABLES="glibc.malloc.hugetlb=0")
+  assert seen["tunables"] == "glibc.malloc.hugetlb=0"

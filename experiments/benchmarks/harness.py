@@ -20,6 +20,7 @@ calls `start_worker()` first, which sets the host memory mode of
 
 import json
 import os
+import resource
 import subprocess
 import time
 from typing import Dict, List, Optional
@@ -34,7 +35,12 @@ XLA_DEFAULT_KERNELS = {"XLA_FLAGS": (os.environ.get("XLA_FLAGS", "") +
 
 
 def start_worker() -> bool:
-  """A worker's first call, before JAX starts: the host memory mode of --host_memory."""
+  """A worker's first call, before JAX starts: the host memory mode of --host_memory.
+
+  As gen_synth's commands (`gen_synth.cli.run`), a worker that keeps freed
+  memory runs itself again with the heap in huge pages where that applies.
+  """
+  host_memory.reexec_with_huge_pages(HOST_MEMORY.value)
   return host_memory.configure(HOST_MEMORY.value)
 
 
@@ -97,12 +103,40 @@ class Collector:
     return result
 
 
+class Usage:
+  """Wall time and this process's resource usage from construction to `since()`."""
+
+  def __init__(self):
+    self._t, self._r = time.perf_counter(), resource.getrusage(resource.RUSAGE_SELF)
+
+  def since(self) -> dict:
+    """{'s', 'minor_faults', 'system_s', 'user_s'} since construction (all threads).
+
+    Minor faults are pages the process touched for the first time (or again
+    after glibc handed them back): the cost of growing its memory.
+    """
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return {"s": time.perf_counter() - self._t,
+            "minor_faults": r.ru_minflt - self._r.ru_minflt,
+            "system_s": r.ru_stime - self._r.ru_stime,
+            "user_s": r.ru_utime - self._r.ru_utime}
+
+
 def mean_gemm_peak(results: List[dict]) -> float:
   """Mean of the GEMM-peak cases among `results` (GFLOP/s)."""
   peaks = [r["gflops"] for r in results if r["impl"] == "gemm_peak"]
   return sum(peaks) / max(len(peaks), 1)
 
 
+def anon_huge_pages_mib() -> Optional[int]:
+  """This process's memory in transparent huge pages now (MiB), or None where unknown."""
+  try:
+    with open("/proc/self/smaps_rollup") as f:
+      line = next(l for l in f if l.startswith("AnonHugePages:"))
+  except (OSError, StopIteration):
+    return None
+  return int(line.split()[1]) // 1024
+
+
 def peak_rss_mib() -> float:
-  import resource  # pylint: disable=g-import-not-at-top
   return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

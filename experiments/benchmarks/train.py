@@ -18,6 +18,11 @@ of gen_synth's phase (`gen_synth.cost.one_pass`: the model's arithmetic, without
 recomputation of CREPS's tiled per-pixel half); the same counts are used for
 the official code (the same model), so "% peak" = FLOPs / s / (XLA f32 GEMM
 peak of this run).
+Start-up is timed to the end of the first iteration (both implementations);
+gen_synth's is also split into the time before the phases (imports, models,
+the state's initialisation), their compiles, and their first runs, with the
+minor page faults and kernel time of those first runs (the memory a process
+touches for the first time).
 Prints one JSON line per case and a markdown table; --out appends the JSON.
 """
 
@@ -44,6 +49,10 @@ _XLA_DEFAULT = flags.DEFINE_bool("xla_default_kernels", False,
 _COMPARE_HOST_MEMORY = flags.DEFINE_bool(
     "compare_host_memory", False,
     "Also time gen_synth with glibc's default malloc (--host_memory=system).")
+_COMPARE_HUGE_PAGES = flags.DEFINE_bool(
+    "compare_huge_pages", False,
+    "Also time gen_synth without transparent huge pages for its heap "
+    "(GLIBC_TUNABLES=glibc.malloc.hugetlb=0; gen_synth/host_memory.py).")
 _RESUMED = flags.DEFINE_bool(
     "startup_resumed", False,
     "Also time gen_synth's start-up twice more, sharing a fresh persistent compilation "
@@ -81,18 +90,22 @@ def gen_synth_worker(config):
       jax.random.uniform(jax.random.PRNGKey(1), (batch, res, res, 3), minval=-1, maxval=1),
       sharding_lib.batch_sharding(mesh))
   key = jax.random.PRNGKey(2)
-  compiled, flops, compile_s = {}, {}, {}
+  compiled, flops, compile_s, first_run = {}, {}, {}, {}
+  before_phases = time.perf_counter() - t_start
   for name in train_steps.PHASES:      # step 0 runs every phase
     t = time.perf_counter()
     compiled[name] = steps.phase(name).lower(state, images, key).compile()
     compile_s[name] = time.perf_counter() - t
+    usage = harness.Usage()
     state, _ = compiled[name](state, images, key)
     jax.block_until_ready(state)      # as CompiledSteps on CPU: phases never overlap
+    first_run[OFFICIAL_PHASE[name]] = usage.since()
   startup = time.perf_counter() - t_start
+  startup_parts = {"before_phases_s": before_phases, "first_runs": first_run}
   if _CACHE_DIR.value:          # a start-up case only: no timed repetitions
     return {"impl": "gen_synth_startup", "res": res, "batch": batch, "startup_s": startup,
             "compile_s": {OFFICIAL_PHASE[k]: v for k, v in compile_s.items()},
-            "compilation_cache": _CACHE_DIR.value}
+            "compilation_cache": _CACHE_DIR.value, **startup_parts}
   times = {name: [] for name in train_steps.PHASES}
   for _ in range(_REPS.value):
     for name in train_steps.PHASES:
@@ -110,7 +123,9 @@ def gen_synth_worker(config):
           "s_all": {OFFICIAL_PHASE[k]: v for k, v in times.items()},
           "flops": {OFFICIAL_PHASE[k]: v for k, v in flops.items()},
           "compile_s": {OFFICIAL_PHASE[k]: v for k, v in compile_s.items()},
-          "startup_s": startup, "xla_cpu_options": xla_cpu.compiler_options(),
+          "startup_s": startup, **startup_parts, "xla_cpu_options": xla_cpu.compiler_options(),
+          "glibc_tunables": os.environ.get("GLIBC_TUNABLES", ""),
+          "anon_huge_pages_mib": harness.anon_huge_pages_mib(),
           "peak_rss_mib": harness.peak_rss_mib()}
 
 
@@ -119,10 +134,21 @@ def iteration_s(s, train_config):
           + s["Dreg"] / train_config.r1_interval)
 
 
+def startup_parts(result):
+  """gen_synth's start-up in parts (a worker's before_phases_s, compile_s, first_runs)."""
+  runs = result["first_runs"].values()
+  return (f"gen_synth's start-up: {result['before_phases_s']:.0f} s before the phases "
+          f"(imports, models, state), {sum(result['compile_s'].values()):.0f} s compiling them, "
+          f"{sum(r['s'] for r in runs):.0f} s running each the first time, with "
+          f"{sum(r['minor_faults'] for r in runs):,} minor page faults and "
+          f"{sum(r['system_s'] for r in runs):.1f} s of kernel time")
+
+
 def table(results, train_config):
   peak = harness.mean_gemm_peak(results)
   ours = next(r for r in results if r["impl"] == "gen_synth" and not r.get("xla_default_kernels")
-              and r.get("host_memory") != "system")
+              and r.get("host_memory") != "system" and r.get("huge_pages") is not False)
+  small_pages = next((r for r in results if r.get("huge_pages") is False), None)
   xla_default = next((r for r in results if r.get("xla_default_kernels")), None)
   system_malloc = next((r for r in results if r.get("host_memory") == "system"), None)
   theirs = next((r for r in results if r["impl"] == "official"), None)
@@ -145,6 +171,7 @@ def table(results, train_config):
   rows.append(f"\nXLA f32 GEMM peak in this run: {peak:.0f} GFLOP/s. Start-up (to the end of "
               f"the first iteration): gen_synth {ours['startup_s']:.0f} s"
               + (f", official {theirs['startup_s']:.0f} s" if theirs else "")
+              + (f". {startup_parts(ours)}" if "first_runs" in ours else "")
               + f". Peak RSS: gen_synth {ours['peak_rss_mib']:.0f} MiB"
               + (f", official {theirs['peak_rss_mib']:.0f} MiB" if theirs else "") + ".")
   if system_malloc:
@@ -154,6 +181,14 @@ def table(results, train_config):
                 f"{s_it:.2f} s, {pct(it_flops, s_it)} of peak ({phases}); peak RSS "
                 f"{system_malloc['peak_rss_mib']:.0f} MiB. Keeping freed memory: "
                 f"{s_it / g_it:.2f}x.")
+  if small_pages:
+    s_it = iteration_s(small_pages["s"], train_config)
+    rows.append(f"gen_synth without huge pages for its heap (GLIBC_TUNABLES="
+                f"glibc.malloc.hugetlb=0): iteration {s_it:.2f} s, {pct(it_flops, s_it)} of peak, "
+                f"against {g_it:.2f} s; phases compiled in "
+                f"{sum(small_pages['compile_s'].values()):.0f} s against "
+                f"{sum(ours['compile_s'].values()):.0f} s; start-up "
+                f"{small_pages['startup_s']:.0f} s against {ours['startup_s']:.0f} s.")
   startups = [r for r in results if r["impl"] == "gen_synth_startup"]
   if len(startups) == 2:
     rows.append(f"gen_synth start-up with a persistent compilation cache: "
@@ -183,13 +218,16 @@ def main(argv):
   me = [sys.executable, os.path.abspath(__file__)] + [
       a for a in sys.argv[1:]
       if not a.startswith(("--official", "--out", "--xla_default", "--compare_host_memory",
-                           "--startup_resumed"))]
+                           "--compare_huge_pages", "--startup_resumed"))]
   runs = harness.Collector(_OUT.value)
   run = runs.run
   run(me + ["--worker=gemm"])
   run(me + ["--worker=gen_synth"])
   if _COMPARE_HOST_MEMORY.value:
     run(me + ["--worker=gen_synth", "--host_memory=system"], host_memory="system")
+  if _COMPARE_HUGE_PAGES.value:
+    run(me + ["--worker=gen_synth"], env={"GLIBC_TUNABLES": "glibc.malloc.hugetlb=0"},
+        huge_pages=False)
   if _XLA_DEFAULT.value:
     # Under YNNPACK's kernels the shifted-GEMM weight gradient is D's best ('gemm').
     run(me + ["--worker=gen_synth", "--config.discriminator.conv_impl=gemm"],
