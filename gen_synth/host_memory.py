@@ -45,7 +45,7 @@ Where the kernel gives huge pages on request (`madvise` in
 /sys/kernel/mm/transparent_hugepage/enabled) and freed memory is kept, every
 gen_synth command therefore runs itself again first thing, with that tunable
 added (`reexec_with_huge_pages`: the same process, PID and command line,
-through execve; 0.1 s for `gen_synth.main`, about 1 s for the commands whose
+through execve; 0.1 s for `gen_synth.main`, 0.7-0.8 s for the commands whose
 modules import JAX at the top). Res-256 CREPS training, batch 4, on the
 2-core AMD EPYC, with and without in one run, twice: iteration 32.79 / 33.03 s
 against 34.43 / 36.31 s, G's phases gaining most (README, "That heap in
