@@ -224,7 +224,7 @@ def reexec_with_huge_pages(mode: str) -> None:
   interactive interpreter or a script read from stdin (neither can run
   again), which it leaves alone.
   """
-  if mode == "system" or not is_glibc():
+  if mode == "system":
     return
   if mode == "auto" and not cpu_backend_expected(os.environ.get("JAX_PLATFORMS", "").strip()):
     return

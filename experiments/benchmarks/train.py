@@ -101,11 +101,11 @@ def gen_synth_worker(config):
     jax.block_until_ready(state)      # as CompiledSteps on CPU: phases never overlap
     first_run[OFFICIAL_PHASE[name]] = usage.since()
   startup = time.perf_counter() - t_start
-  startup_parts = {"before_phases_s": before_phases, "first_runs": first_run}
+  parts = {"before_phases_s": before_phases, "first_runs": first_run}
   if _CACHE_DIR.value:          # a start-up case only: no timed repetitions
     return {"impl": "gen_synth_startup", "res": res, "batch": batch, "startup_s": startup,
             "compile_s": {OFFICIAL_PHASE[k]: v for k, v in compile_s.items()},
-            "compilation_cache": _CACHE_DIR.value, **startup_parts}
+            "compilation_cache": _CACHE_DIR.value, **parts}
   times = {name: [] for name in train_steps.PHASES}
   for _ in range(_REPS.value):
     for name in train_steps.PHASES:
@@ -123,7 +123,7 @@ def gen_synth_worker(config):
           "s_all": {OFFICIAL_PHASE[k]: v for k, v in times.items()},
           "flops": {OFFICIAL_PHASE[k]: v for k, v in flops.items()},
           "compile_s": {OFFICIAL_PHASE[k]: v for k, v in compile_s.items()},
-          "startup_s": startup, **startup_parts, "xla_cpu_options": xla_cpu.compiler_options(),
+          "startup_s": startup, **parts, "xla_cpu_options": xla_cpu.compiler_options(),
           "glibc_tunables": os.environ.get("GLIBC_TUNABLES", ""),
           "anon_huge_pages_mib": harness.anon_huge_pages_mib(),
           "peak_rss_mib": harness.peak_rss_mib()}
