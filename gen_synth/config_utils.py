@@ -125,8 +125,8 @@ def base_config(resolution: int) -> ml_collections.ConfigDict:
   config.model = ml_collections.ConfigDict(dict(dtype="float32"))
   config.discriminator = discriminator_defaults(resolution)
   config.train = training_defaults(resolution)
-  from gen_synth import data as data_lib  # pylint: disable=g-import-not-at-top
-  config.data = data_lib.default_data_config()
+  from gen_synth import data_config  # pylint: disable=g-import-not-at-top
+  config.data = data_config.default_data_config()
   config.data.name = "ffhq"
   config.data.resolution = resolution
   config.data.xflip = True          # --mirror=1 in the authors' examples

@@ -14,7 +14,7 @@ fake, through the StyleGAN2-ADA pipe (`gen_synth.augment`) with probability
 the EMA phase every ada_interval steps). Each phase draws its own latents
 from fold_in(fold_in(root_key, step), phase). `run_phase` is one phase;
 `train_step` runs the due phases in one function (tests, parity); the loop
-compiles each phase once (`train.CompiledSteps`).
+compiles each phase once (`compiled_steps.CompiledSteps`).
 """
 
 from typing import Any
@@ -113,7 +113,7 @@ def train_step(state: TrainState, real_images, root_key, *, generator, discrimin
 
   The phases of `due_phases(do_pl, do_r1)` run one after the other
   (`run_phase`); the training loop jits each phase on its own instead
-  (`train.CompiledSteps`), with the same numbers up to float rounding.
+  (`compiled_steps.CompiledSteps`), with the same numbers up to float rounding.
 
   With `record`, metrics["record"] also holds what each phase computed before its
   optimiser step: the gradients {"g_main", "g_pl", "d_main", "d_r1"} (pytrees

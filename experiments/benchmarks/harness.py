@@ -74,10 +74,16 @@ def best_time(fn, *args, reps: int):
   return best, out
 
 
-def run_case(cmd: List[str], env: Optional[Dict[str, str]] = None) -> dict:
-  """Runs one worker process and returns the last JSON line it printed."""
+def run_case(cmd: List[str], env: Optional[Dict[str, str]] = None,
+             timeout: Optional[float] = None) -> dict:
+  """Runs one worker process and returns the last JSON line it printed.
+
+  A worker that fails raises RuntimeError; one still running after `timeout`
+  seconds is killed (subprocess.TimeoutExpired).
+  """
   full_env = dict(os.environ, **(env or {}))
-  out = subprocess.run(cmd, check=False, capture_output=True, text=True, env=full_env)
+  out = subprocess.run(cmd, check=False, capture_output=True, text=True, env=full_env,
+                       timeout=timeout)
   if out.returncode:
     raise RuntimeError(f"{cmd[:3]} failed ({out.returncode}):\n{out.stderr[-4000:]}")
   lines = [l for l in out.stdout.splitlines() if l.startswith("{")]
@@ -92,8 +98,12 @@ class Collector:
   def __init__(self, out_path: Optional[str]):
     self.out_path, self.results = out_path, []
 
-  def run(self, cmd: List[str], env: Optional[Dict[str, str]] = None, **labels) -> dict:
-    result = dict(run_case(cmd, env), **labels)
+  def run(self, cmd: List[str], env: Optional[Dict[str, str]] = None,
+          timeout: Optional[float] = None, **labels) -> dict:
+    return self.add(dict(run_case(cmd, env, timeout), **labels))
+
+  def add(self, result: dict) -> dict:
+    """Records one result (a worker's, or a case's failure), with the load average."""
     result["load_avg_1min"] = os.getloadavg()[0]
     print(json.dumps(result), flush=True)
     if self.out_path:

@@ -72,11 +72,12 @@ def gen_synth_worker(config):
   import jax  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
   from gen_synth import sharding as sharding_lib  # pylint: disable=g-import-not-at-top
-  from gen_synth import cost, train, train_steps, xla_cpu  # pylint: disable=g-import-not-at-top
+  from gen_synth import compiled_steps, cost  # pylint: disable=g-import-not-at-top
+  from gen_synth import train_steps, xla_cpu  # pylint: disable=g-import-not-at-top
   if _CACHE_DIR.value:
     from gen_synth import compilation_cache  # pylint: disable=g-import-not-at-top
     compilation_cache.enable(_CACHE_DIR.value, "")
-  generator, discriminator = train.build_models(config)
+  generator, discriminator = compiled_steps.build_models(config)
   g_tx, d_tx = train_steps.make_optimizers(config.train)
   mesh = sharding_lib.make_mesh()
   init = lambda k: train_steps.init_state(generator, discriminator, g_tx, d_tx, k,
@@ -84,7 +85,8 @@ def gen_synth_worker(config):
                                           train_config=config.train)
   shardings = sharding_lib.state_shardings(mesh, jax.eval_shape(init, jax.random.PRNGKey(0)))
   state = xla_cpu.jit(init, out_shardings=shardings)(jax.random.PRNGKey(0))
-  steps = train.CompiledSteps(config, generator, discriminator, g_tx, d_tx, mesh, shardings)
+  steps = compiled_steps.CompiledSteps(config, generator, discriminator, g_tx, d_tx, mesh,
+                                       shardings)
   res, batch = config.model.resolution, config.train.batch_size
   images = jax.device_put(
       jax.random.uniform(jax.random.PRNGKey(1), (batch, res, res, 3), minval=-1, maxval=1),
@@ -113,8 +115,8 @@ def gen_synth_worker(config):
       state, metrics = compiled[name](state, images, key)
       jax.block_until_ready((state, metrics))
       times[name].append(time.perf_counter() - t)
-  counted = train.CompiledSteps(config, cost.one_pass(generator), discriminator, g_tx, d_tx,
-                               mesh, shardings)
+  counted = compiled_steps.CompiledSteps(config, cost.one_pass(generator), discriminator, g_tx,
+                                         d_tx, mesh, shardings)
   for name in train_steps.PHASES:
     flops[name] = cost.xla_flops(counted.phase(name).lower(state, images, key))
   return {"impl": "gen_synth", "res": res, "batch": batch,

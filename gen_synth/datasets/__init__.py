@@ -20,6 +20,7 @@ from typing import Sequence
 
 import tensorflow_datasets as tfds
 
+from gen_synth import data_config
 from gen_synth.datasets import builders
 from gen_synth.datasets import demo_photos
 from gen_synth.datasets import image_io
@@ -33,10 +34,10 @@ DATASETS = {
     'demo_photos': demo_photos.GsDemoPhotos,
 }
 
-# Defaults of the demo data (also the defaults of `data.default_data_config`).
-DEMO_NUM_CROPS = 2048
-DEMO_CROP_SIZE = 128
-DEMO_SEED = 0
+# Defaults of the demo data (those of the data config: gen_synth/data_config.py).
+DEMO_NUM_CROPS = data_config.DEMO_NUM_CROPS
+DEMO_CROP_SIZE = data_config.DEMO_CROP_SIZE
+DEMO_SEED = data_config.DEMO_SEED
 
 
 def builder_class(name: str) -> type[builders.ImageFolderBuilder]:
