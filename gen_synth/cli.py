@@ -40,6 +40,7 @@ from absl import flags
 from absl import logging
 
 from gen_synth import host_memory
+from gen_synth import tracing_gc
 
 EXIT_USER_ERROR = 2
 
@@ -164,6 +165,7 @@ def run(main: Callable[[list[str]], object]) -> None:
 
   # First: glibc reads its huge-page tunable only when a process starts.
   host_memory.reexec_with_huge_pages(host_memory.mode_in_argv(sys.argv[1:]))
+  tracing_gc.configure()      # tracing allocates millions of short-lived objects
   app.run(guarded, flags_parser=parse_flags)
 
 

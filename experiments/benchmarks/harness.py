@@ -27,6 +27,7 @@ from typing import Dict, List, Optional
 
 from gen_synth import cli
 from gen_synth import host_memory
+from gen_synth import tracing_gc
 
 HOST_MEMORY = cli.HOST_MEMORY      # the commands' --host_memory flag, for the workers
 
@@ -38,9 +39,11 @@ def start_worker() -> bool:
   """A worker's first call, before JAX starts: the host memory mode of --host_memory.
 
   As gen_synth's commands (`gen_synth.cli.run`), a worker that keeps freed
-  memory runs itself again with the heap in huge pages where that applies.
+  memory runs itself again with the heap in huge pages where that applies,
+  and relaxes Python's garbage collector for tracing (gen_synth/tracing_gc.py).
   """
   host_memory.reexec_with_huge_pages(HOST_MEMORY.value)
+  tracing_gc.configure()
   return host_memory.configure(HOST_MEMORY.value)
 
 
