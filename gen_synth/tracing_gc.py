@@ -5,15 +5,14 @@ Python objects (tracers, jaxpr equations, MLIR operations). With CPython's
 default thresholds, (700, 10, 10), the cyclic collector runs after every 700
 net allocations and walks older generations often: lowering CREPS-256's four
 G and D phases (batch 4, abstract inputs, one process each, this project's
-2-core CPU) took 10.1-11.2 s with them and 7.9-8.1 s with `THRESHOLDS` (the
-rest of the gap to 7.6-8.6 s with the collector off). The start-up of every
+2-core CPU) took 10.1-11.2 s with them, 7.9-8.1 s with `THRESHOLDS` and
+7.6-8.6 s with the collector off. The start-up of every
 command traces, so `gen_synth.cli.run` calls `configure()` first thing, and so
 do the benchmark workers; a notebook or program of yours may call it once.
 
 Only how often the collector runs changes: every unreachable cycle is still
 freed, at a later collection, and reference counting frees everything else at
-once, as before (the device buffers of JAX arrays included). Large JAX codebases
-go further (MaxText switches the collector off and collects every N steps).
+once, as before (the device buffers of JAX arrays included).
 """
 
 import gc

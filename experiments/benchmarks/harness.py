@@ -12,8 +12,8 @@ an XLA_FLAGS entry that names the option makes gen_synth leave it out, and
 '+reduce' adds nothing to XLA's default list. gen_synth's other option, LLVM
 optimisation level 1, stays in effect in that case.
 
-A gen_synth worker (train.py, generation.py, compose.py, discriminator.py)
-calls `start_worker()` first, which sets the host memory mode of
+A gen_synth worker (train.py, generation.py, compose.py, discriminator.py,
+accelerator.py) calls `start_worker()` first, which sets the host memory mode of
 --host_memory before JAX starts, as gen_synth's commands do
 (gen_synth/host_memory.py; default auto: freed memory kept on CPU).
 """
