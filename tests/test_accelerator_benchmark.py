@@ -53,8 +53,8 @@ def test_tiny_cases_on_cpu_measure_record_failures_and_tabulate(tmp_path):
       capture_output=True, text=True, env=_env(2, tmp_path / "blocked"), check=True,
       timeout=1200).stdout
   lines = [json.loads(l) for l in out_path.read_text().splitlines()]
-  assert [l["impl"] for l in lines] == ["gemm_peak", "generate", "failed", "train", "gemm_peak"]
-  gemm, gen, failed, train, _ = lines
+  assert [l["impl"] for l in lines] == ["gemm_peak", "train", "generate", "failed", "gemm_peak"]
+  gemm, train, gen, failed, _ = lines
   assert gemm["backend"] == "cpu" and gemm["gflops"] > 0 and gemm["device_count"] == 2
   assert (gen["model"], gen["res"], gen["batch"], gen["dtype"]) == ("creps", 32, 2, "float32")
   assert gen["img_per_s"] == pytest.approx(1 / gen["s_per_img"])
@@ -82,8 +82,8 @@ def test_no_case_starts_after_the_budget(tmp_path):
   results = [json.loads(l) for l in out.splitlines() if l.startswith("{")]
   assert [r["impl"] for r in results] == ["skipped"] * 5
   assert [r["case"] for r in results] == [
-      "gemm", "generate creps:tiny batch 1 float32", "generate creps:tiny batch 2 float32",
-      "train creps:tiny float32", "gemm"]
+      "gemm", "train creps:tiny float32", "generate creps:tiny batch 1 float32",
+      "generate creps:tiny batch 2 float32", "gemm"]
   assert "skipped: train creps:tiny float32 (over --budget_s)" in out
 
 
