@@ -136,38 +136,15 @@ def gemm_worker():
 
 
 def generate_worker(config, batch, dtype_name, reps):
-  import jax  # pylint: disable=g-import-not-at-top
-  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
-  import numpy as np  # pylint: disable=g-import-not-at-top
-  from gen_synth import cost, sampling, xla_cpu  # pylint: disable=g-import-not-at-top
-  res = config.model.resolution
-  model = sampling.deterministic(sampling.build_model(config, dtype=dtype_name))
-  variables = sampling.init_variables(model)
-  z = jax.random.normal(jax.random.PRNGKey(1), (batch, model.z_dim), jnp.float32)
-  fn = lambda v, z: model.apply(v, z, height=res, width=res)
-  t = time.perf_counter()
-  compiled = xla_cpu.jit(fn).lower(variables, z).compile()
-  compile_s = time.perf_counter() - t
-  jax.block_until_ready(compiled(variables, z))
-  times = []
-  for _ in range(reps):
-    t = time.perf_counter()
-    jax.block_until_ready(compiled(variables, z))
-    times.append(time.perf_counter() - t)
-  counted = cost.one_pass(model)
-  flops = cost.xla_flops(
-      jax.jit(lambda v, z: counted.apply(v, z, height=res, width=res)).lower(variables, z))
-  s_per_img = float(np.median(times)) / batch
-  return {"impl": "generate", "model": config.model.name, "res": res, "batch": batch,
-          "dtype": dtype_name, "s_per_img": s_per_img, "img_per_s": 1 / s_per_img,
-          "s_all": times, "gflop_per_img": flops / batch / 1e9, "compile_s": compile_s,
-          **peak_memory_mib(), **_device_facts()}
+  timed = harness.time_generator(config, batch, dtype_name, reps)
+  del timed["ready_at"]
+  return {"impl": "generate", "model": config.model.name, **timed,
+          "img_per_s": 1 / timed["s_per_img"], **peak_memory_mib(), **_device_facts()}
 
 
 def train_worker(config, batches, dtype_name, num_steps):
   import jax  # pylint: disable=g-import-not-at-top
   from gen_synth import sharding as sharding_lib  # pylint: disable=g-import-not-at-top
-  from gen_synth import compiled_steps, train_steps, xla_cpu  # pylint: disable=g-import-not-at-top
   config.train.compute_dtype = dtype_name
   res = config.model.resolution
   mesh = sharding_lib.make_mesh()
@@ -175,18 +152,8 @@ def train_worker(config, batches, dtype_name, num_steps):
   def attempt(batch):
     """Compiles and runs step 0 (every phase), then times steps 1..num_steps."""
     config.train.batch_size = batch * jax.device_count()
-    generator, discriminator = compiled_steps.build_models(config)
-    g_tx, d_tx = train_steps.make_optimizers(config.train)
-    init = lambda k: train_steps.init_state(generator, discriminator, g_tx, d_tx, k,
-                                            resolution=res, train_config=config.train)
-    shardings = sharding_lib.state_shardings(mesh, jax.eval_shape(init, jax.random.PRNGKey(0)))
-    state = xla_cpu.jit(init, out_shardings=shardings)(jax.random.PRNGKey(0))
-    steps = compiled_steps.CompiledSteps(config, generator, discriminator, g_tx, d_tx, mesh,
-                                         shardings)
-    images = jax.device_put(
-        jax.random.uniform(jax.random.PRNGKey(1), (config.train.batch_size, res, res, 3),
-                           minval=-1, maxval=1), sharding_lib.batch_sharding(mesh))
-    key = jax.random.PRNGKey(2)
+    setup = harness.training_setup(config, mesh)
+    state, steps, images, key = setup.state, setup.steps, setup.images, setup.key
     t = time.perf_counter()
     state, _ = steps(0, state, images, key)
     jax.block_until_ready(state)

@@ -59,32 +59,10 @@ _CONFIGS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", 
 
 def gen_synth_worker(config, model_name, batch, dtype_name, reps):
   t_start = time.perf_counter()
-  import jax  # pylint: disable=g-import-not-at-top
-  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
-  import numpy as np  # pylint: disable=g-import-not-at-top
-  from gen_synth import cost, sampling, xla_cpu  # pylint: disable=g-import-not-at-top
-  res = config.model.resolution
-  model = sampling.deterministic(sampling.build_model(config, dtype=dtype_name))
-  variables = sampling.init_variables(model)
-  z = jax.random.normal(jax.random.PRNGKey(1), (batch, model.z_dim), jnp.float32)
-  t = time.perf_counter()
-  compiled = xla_cpu.jit(lambda v, z: model.apply(v, z, height=res, width=res)).lower(
-      variables, z).compile()
-  compile_s = time.perf_counter() - t
-  jax.block_until_ready(compiled(variables, z))
-  startup = time.perf_counter() - t_start
-  times = []
-  for _ in range(reps):
-    t = time.perf_counter()
-    jax.block_until_ready(compiled(variables, z))
-    times.append(time.perf_counter() - t)
-  counted = cost.one_pass(model)
-  flops = cost.xla_flops(
-      jax.jit(lambda v, z: counted.apply(v, z, height=res, width=res)).lower(variables, z))
-  return {"impl": "gen_synth", "model": model_name, "res": res, "batch": batch,
-          "dtype": dtype_name, "s_per_img": float(np.median(times)) / batch,
-          "s_all": times, "gflop_per_img": flops / batch / 1e9,
-          "compile_s": compile_s, "startup_s": startup,
+  from gen_synth import xla_cpu  # pylint: disable=g-import-not-at-top
+  timed = harness.time_generator(config, batch, dtype_name, reps)
+  startup = timed.pop("ready_at") - t_start
+  return {"impl": "gen_synth", "model": model_name, **timed, "startup_s": startup,
           "xla_cpu_options": xla_cpu.compiler_options(), "peak_rss_mib": harness.peak_rss_mib()}
 
 

@@ -77,6 +77,64 @@ def best_time(fn, *args, reps: int):
   return best, out
 
 
+def time_generator(config, batch: int, dtype_name: str, reps: int) -> dict:
+  """The randomly initialised generator of `config`, jitted at its training size
+  (no noise), timed: {'res', 'batch', 'dtype', 's_per_img' (median of `reps`
+  calls after a warm-up), 's_all', 'gflop_per_img' (XLA's cost analysis of
+  `cost.one_pass`), 'compile_s', 'ready_at' (perf_counter after the warm-up)}."""
+  import jax  # pylint: disable=g-import-not-at-top
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  from gen_synth import cost, sampling, xla_cpu  # pylint: disable=g-import-not-at-top
+  res = config.model.resolution
+  model = sampling.deterministic(sampling.build_model(config, dtype=dtype_name))
+  variables = sampling.init_variables(model)
+  z = jax.random.normal(jax.random.PRNGKey(1), (batch, model.z_dim), jnp.float32)
+  t = time.perf_counter()
+  compiled = xla_cpu.jit(lambda v, z: model.apply(v, z, height=res, width=res)).lower(
+      variables, z).compile()
+  compile_s = time.perf_counter() - t
+  jax.block_until_ready(compiled(variables, z))
+  ready_at = time.perf_counter()
+  times = []
+  for _ in range(reps):
+    t = time.perf_counter()
+    jax.block_until_ready(compiled(variables, z))
+    times.append(time.perf_counter() - t)
+  counted = cost.one_pass(model)
+  flops = cost.xla_flops(
+      jax.jit(lambda v, z: counted.apply(v, z, height=res, width=res)).lower(variables, z))
+  return {"res": res, "batch": batch, "dtype": dtype_name,
+          "s_per_img": float(np.median(times)) / batch, "s_all": times,
+          "gflop_per_img": flops / batch / 1e9, "compile_s": compile_s, "ready_at": ready_at}
+
+
+def training_setup(config, mesh):
+  """What a training benchmark times, built as `train_and_evaluate` builds it:
+  a namespace of generator, discriminator, g_tx, d_tx, shardings, state (fresh),
+  steps (`compiled_steps.CompiledSteps`), images (random, [B, R, R, 3] sharded
+  over the batch) and key, for `config.train.batch_size` images on `mesh`."""
+  import types  # pylint: disable=g-import-not-at-top
+  import jax  # pylint: disable=g-import-not-at-top
+  from gen_synth import compiled_steps, train_steps, xla_cpu  # pylint: disable=g-import-not-at-top
+  from gen_synth import sharding as sharding_lib  # pylint: disable=g-import-not-at-top
+  res, batch = config.model.resolution, config.train.batch_size
+  generator, discriminator = compiled_steps.build_models(config)
+  g_tx, d_tx = train_steps.make_optimizers(config.train)
+  init = lambda k: train_steps.init_state(generator, discriminator, g_tx, d_tx, k,
+                                          resolution=res, train_config=config.train)
+  shardings = sharding_lib.state_shardings(mesh, jax.eval_shape(init, jax.random.PRNGKey(0)))
+  return types.SimpleNamespace(
+      generator=generator, discriminator=discriminator, g_tx=g_tx, d_tx=d_tx,
+      shardings=shardings, state=xla_cpu.jit(init, out_shardings=shardings)(jax.random.PRNGKey(0)),
+      steps=compiled_steps.CompiledSteps(config, generator, discriminator, g_tx, d_tx, mesh,
+                                         shardings),
+      images=jax.device_put(
+          jax.random.uniform(jax.random.PRNGKey(1), (batch, res, res, 3), minval=-1, maxval=1),
+          sharding_lib.batch_sharding(mesh)),
+      key=jax.random.PRNGKey(2))
+
+
 def run_case(cmd: List[str], env: Optional[Dict[str, str]] = None,
              timeout: Optional[float] = None) -> dict:
   """Runs one worker process and returns the last JSON line it printed.

@@ -77,21 +77,10 @@ def gen_synth_worker(config):
   if _CACHE_DIR.value:
     from gen_synth import compilation_cache  # pylint: disable=g-import-not-at-top
     compilation_cache.enable(_CACHE_DIR.value, "")
-  generator, discriminator = compiled_steps.build_models(config)
-  g_tx, d_tx = train_steps.make_optimizers(config.train)
   mesh = sharding_lib.make_mesh()
-  init = lambda k: train_steps.init_state(generator, discriminator, g_tx, d_tx, k,
-                                          resolution=config.model.resolution,
-                                          train_config=config.train)
-  shardings = sharding_lib.state_shardings(mesh, jax.eval_shape(init, jax.random.PRNGKey(0)))
-  state = xla_cpu.jit(init, out_shardings=shardings)(jax.random.PRNGKey(0))
-  steps = compiled_steps.CompiledSteps(config, generator, discriminator, g_tx, d_tx, mesh,
-                                       shardings)
+  setup = harness.training_setup(config, mesh)
+  state, steps, images, key = setup.state, setup.steps, setup.images, setup.key
   res, batch = config.model.resolution, config.train.batch_size
-  images = jax.device_put(
-      jax.random.uniform(jax.random.PRNGKey(1), (batch, res, res, 3), minval=-1, maxval=1),
-      sharding_lib.batch_sharding(mesh))
-  key = jax.random.PRNGKey(2)
   compiled, flops, compile_s, first_run = {}, {}, {}, {}
   before_phases = time.perf_counter() - t_start
   for name in train_steps.PHASES:      # step 0 runs every phase
@@ -115,8 +104,9 @@ def gen_synth_worker(config):
       state, metrics = compiled[name](state, images, key)
       jax.block_until_ready((state, metrics))
       times[name].append(time.perf_counter() - t)
-  counted = compiled_steps.CompiledSteps(config, cost.one_pass(generator), discriminator, g_tx,
-                                         d_tx, mesh, shardings)
+  counted = compiled_steps.CompiledSteps(config, cost.one_pass(setup.generator),
+                                         setup.discriminator, setup.g_tx, setup.d_tx, mesh,
+                                         setup.shardings)
   for name in train_steps.PHASES:
     flops[name] = cost.xla_flops(counted.phase(name).lower(state, images, key))
   return {"impl": "gen_synth", "res": res, "batch": batch,
