@@ -59,7 +59,7 @@ IndexMap = Callable[[np.ndarray, np.ndarray], Tuple[np.ndarray, np.ndarray]]
 # --- jitted pieces; shapes are static per (tile, chunk), so each compiles once ---
 
 
-@xla_cpu.jit(static_argnames=("model", "axis"))
+@xla_cpu.jit(static_argnames=("model", "axis"), compute_dtype_of="model")
 def _line_chunk(model, variables, ws, coords, axis):
   """coords [T] -> lines [L, B, T, rank, 32] of the rows (axis 0) or columns (axis 1)."""
   empty = coords[:0]
@@ -67,19 +67,19 @@ def _line_chunk(model, variables, ws, coords, axis):
   return model.apply(variables, ws, *args, method="line_features")[axis]
 
 
-@xla_cpu.jit(static_argnames=("model",))
+@xla_cpu.jit(static_argnames=("model",), compute_dtype_of="model")
 def _compose(model, variables, ws, row_feats, col_feats):
   """Lines [L, B, T, rank, 32] x2 -> [B, T, T, 3]."""
   return model.apply(variables, ws, row_feats, col_feats, method="compose")
 
 
-@xla_cpu.jit(static_argnames=("model",))
+@xla_cpu.jit(static_argnames=("model",), compute_dtype_of="model")
 def _synthesis(model, variables, ws, rows, cols):
   """rows [T], cols [T] -> [B, T, T, 3] (pixel-independent models without lines)."""
   return model.apply(variables, ws, rows, cols, method="synthesis")
 
 
-@xla_cpu.jit(static_argnames=("model",))
+@xla_cpu.jit(static_argnames=("model",), compute_dtype_of="model")
 def _pixels(model, variables, ws, ys, xs):
   """Per-pixel coordinates ys [P], xs [P] -> rgb [B, P, 3] (CREPS, one pass)."""
   def fn(m, ws, ys, xs):
@@ -88,7 +88,7 @@ def _pixels(model, variables, ws, ys, xs):
   return model.apply(variables, ws, ys, xs, method=fn)
 
 
-@xla_cpu.jit(static_argnames=("model",))
+@xla_cpu.jit(static_argnames=("model",), compute_dtype_of="model")
 def _pixels_rowwise(model, variables, ws, ys, xs):
   """Fallback for pixel-independent models without lines: ys, xs [P] -> [B, P, 3].
 

@@ -104,6 +104,9 @@ def define_flags():
   flags.DEFINE_integer("tile", None, "Compute the image in TILE x TILE pieces.")
   flags.DEFINE_bool("save_npy", False, "Also write the float32 output as .npy.")
   flags.DEFINE_integer("batch_size", 4, "Images per generator call.")
+  flags.DEFINE_enum("compute_dtype", "float32", ["float32", "bfloat16"],
+                    "The generator's compute dtype (parameters stay float32; on a CPU with "
+                    "AVX512-BF16, bfloat16 runs CREPS about 1.8x faster).")
   flags.DEFINE_string(
       "stream_to", None, "Stream each image tile-row by tile-row into PATH.{png,npy,tif} "
       "(bounded memory at any size; several seeds get _seed%04d before the extension).")
@@ -179,7 +182,7 @@ def main(argv):
     raise cli.UserError(f"--interpolate needs at least two seeds, got --seeds={FLAGS.seeds}.")
   cli.check_generator_source(FLAGS.workdir, cli.config_flag(), FLAGS.step)
   model, variables, config, step = sampling.load_generator(
-      FLAGS.workdir, FLAGS.config, FLAGS.init_seed, FLAGS.step)
+      FLAGS.workdir, FLAGS.config, FLAGS.init_seed, FLAGS.step, dtype=FLAGS.compute_dtype)
   res = config.model.resolution
   height, width = FLAGS.height or res, FLAGS.width or res
   try:

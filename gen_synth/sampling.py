@@ -83,7 +83,7 @@ def load_generator(workdir: Optional[str] = None, config=None, init_seed: int = 
   return model, variables, config, restored_step
 
 
-@xla_cpu.jit(static_argnames=("model", "method"))
+@xla_cpu.jit(static_argnames=("model", "method"), compute_dtype_of="model")
 def _apply(model, variables, *args, method):
   return model.apply(variables, *args, method=method)
 

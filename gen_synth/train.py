@@ -180,7 +180,7 @@ class Hooks:
                                                       generator.z_dim))
     res = config.model.resolution
     self.sample_fn = xla_cpu.jit(lambda v, z, key: generator.apply(
-        v, z, height=res, width=res, rngs={"noise": key}))
+        v, z, height=res, width=res, rngs={"noise": key}), compute_dtype=generator.dtype)
     self.pending = []
     self.last_log = (start_step, time.time())
     self.best = self._read_best()
@@ -297,7 +297,8 @@ def evaluate_generator(config, generator, variables, metric_names, num_generated
   e = config.eval
   resolution = config.model.resolution
   apply = xla_cpu.jit(lambda v, z, key: generator.apply(v, z, height=resolution, width=resolution,
-                                                         rngs={"noise": key}))
+                                                         rngs={"noise": key}),
+                      compute_dtype=generator.dtype)
 
   def generate_fn(num, seed, batch_size):
     rng = np.random.RandomState(seed)

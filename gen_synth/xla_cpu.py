@@ -3,7 +3,7 @@
 jaxlib 0.10 hands dots, convolutions and reductions to YNNPACK by default
 (`xla_cpu_experimental_ynn_fusion_type` = individual_dot,
 individual_convolution, reduce). On the 2-core AMD EPYC of this project
-(no AVX-512, f32) YNNPACK's 3x3 convolutions ran at 90-105 GFLOP/s and its
+(f32) YNNPACK's 3x3 convolutions ran at 90-105 GFLOP/s and its
 convolution weight gradient at 11-45, against 145-160 and 130-145 for XLA's
 own (Eigen) kernels; its dots at D's and G's shapes at 80-105 against 100-125.
 Its reductions are the faster ones (the path-length phase slows by ~20 %
@@ -32,6 +32,20 @@ against 10.7-12.4 s; the phases ran within run-to-run noise (Gmain, Dmain
 and Dreg as fast or faster, Greg within 4 %), with bit-identical losses and
 gradient norms. Generation at 256 px stayed within the VM's noise.
 
+Low-precision compute (bfloat16 or float16 as a model's compute dtype):
+YNNPACK's dots take bfloat16 operands with float32 accumulation at nearly
+twice the float32 rate on a CPU with AVX512-BF16, where XLA's own kernels
+convert to float32 first. An executable that computes in such a dtype
+(`jit(..., compute_dtype=...)`, or `compute_dtype_of=` a static argument
+whose `.dtype` says it, e.g. the model) is compiled with YNNPACK kept for
+dots too (LOW_PRECISION_YNN_FUSIONS); float32 executables keep XLA's kernels.
+On the 2-core AMD EPYC of this project (its /proc/cpuinfo lists avx512f and
+avx512_bf16), a 4096^2
+matmul: bfloat16 operands to float32 367 GFLOP/s with YNNPACK, 211 with
+XLA's kernels (float32: 209). CREPS-256's line features in bfloat16 ran at
+310 GFLOP/s with YNNPACK's dots against 178 with XLA's (`layers.matmul_last`
+accumulates such dots in float32).
+
 The choice is made per executable (`jax.jit(..., compiler_options=...)`),
 never through process-wide flags, and only on the CPU backend: GPUs and TPUs
 compile as before. Each option a user's XLA_FLAGS set wins: gen_synth then
@@ -42,6 +56,7 @@ once).
 """
 
 import functools
+import inspect
 import os
 from typing import Any, Callable, Dict, Optional
 
@@ -50,6 +65,8 @@ import jax.numpy as jnp
 
 OPTION = "xla_cpu_experimental_ynn_fusion_type"
 YNN_FUSIONS = "LIBRARY_FUSION_TYPE_REDUCE"    # dots and convolutions: XLA's own kernels
+# Executables that compute in bfloat16 / float16: YNNPACK's dots too.
+LOW_PRECISION_YNN_FUSIONS = "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT,LIBRARY_FUSION_TYPE_REDUCE"
 OPT_LEVEL_OPTION = "xla_backend_optimization_level"
 OPT_LEVEL = 1                                  # XLA's default: 3
 
@@ -67,17 +84,30 @@ def _supported(option: str, value: Any) -> bool:
     return False
 
 
-def compiler_options(backend: Optional[str] = None) -> Optional[Dict[str, Any]]:
+def is_low_precision(dtype: Any) -> bool:
+  """Whether `dtype` (a dtype, its name or None) is a floating type narrower than float32."""
+  if dtype is None:
+    return False
+  dtype = jnp.dtype(dtype)
+  return bool(jnp.issubdtype(dtype, jnp.floating)) and dtype.itemsize < 4
+
+
+def compiler_options(backend: Optional[str] = None,
+                     compute_dtype: Any = None) -> Optional[Dict[str, Any]]:
   """The compiler options gen_synth compiles with on `backend` (default: jax's), or None.
 
-  On CPU: CPU_OPTIONS, less each one the user's XLA_FLAGS name and each one this
-  jaxlib does not know. None where nothing is left, and on other backends.
+  On CPU: CPU_OPTIONS (with LOW_PRECISION_YNN_FUSIONS where `compute_dtype` is
+  bfloat16 or float16), less each one the user's XLA_FLAGS name and each one
+  this jaxlib does not know. None where nothing is left, and on other backends.
   """
   backend = backend or jax.default_backend()
   if backend != "cpu":
     return None
+  wanted = dict(CPU_OPTIONS)
+  if is_low_precision(compute_dtype):
+    wanted[OPTION] = LOW_PRECISION_YNN_FUSIONS
   user_flags = os.environ.get("XLA_FLAGS", "")
-  options = {k: v for k, v in CPU_OPTIONS.items()
+  options = {k: v for k, v in wanted.items()
              if k not in user_flags and _supported(k, v)}
   return options or None
 
@@ -96,37 +126,57 @@ def _tracing() -> bool:
 
 
 class _Jit:
-  """`jax.jit(fun, compiler_options=compiler_options(), **kwargs)`, built on first use.
+  """`jax.jit(fun, compiler_options=compiler_options(compute_dtype=...), **kwargs)`.
 
-  Building lazily keeps module-level decorators from initialising the backend
-  at import time (tests and multi-process runs set it up after importing).
-  Called inside another trace (e.g. `jax.eval_shape(lambda: init_variables(m))`),
-  it is a plain nested `jax.jit`: jax takes compiler options at the top level
-  only, and the outer executable's options apply to the whole program.
+  Each jitted function is built on first use, one per kind of compute dtype
+  (float32 / low precision): the dtype is `compute_dtype`, or the `.dtype` of
+  the static argument named `compute_dtype_of` in each call (a model passed as
+  a static argument computes in its own dtype). Building lazily keeps
+  module-level decorators from initialising the backend at import time (tests
+  and multi-process runs set it up after importing). Called inside another
+  trace (e.g. `jax.eval_shape(lambda: init_variables(m))`), it is a plain
+  nested `jax.jit`: jax takes compiler options at the top level only, and the
+  outer executable's options apply to the whole program.
   """
 
-  def __init__(self, fun: Callable, kwargs: Dict[str, Any]):
+  def __init__(self, fun: Callable, kwargs: Dict[str, Any], compute_dtype: Any = None,
+               compute_dtype_of: Optional[str] = None):
     functools.update_wrapper(self, fun)
-    self._fun, self._kwargs, self._jitted, self._nested = fun, kwargs, None, None
+    self._fun, self._kwargs, self._jitted, self._nested = fun, kwargs, {}, None
+    self._compute_dtype, self._dtype_of = compute_dtype, compute_dtype_of
+    self._signature = inspect.signature(fun) if compute_dtype_of else None
 
-  def _get(self):
-    if self._jitted is None:
-      self._jitted = jax.jit(self._fun, compiler_options=compiler_options(), **self._kwargs)
-    return self._jitted
+  def _low_precision(self, args, kwargs) -> bool:
+    if self._dtype_of is None:
+      return is_low_precision(self._compute_dtype)
+    bound = self._signature.bind_partial(*args, **kwargs).arguments
+    return is_low_precision(getattr(bound.get(self._dtype_of), "dtype", None))
+
+  def _get(self, low_precision: bool):
+    if low_precision not in self._jitted:
+      options = compiler_options(compute_dtype=jnp.bfloat16 if low_precision else None)
+      self._jitted[low_precision] = jax.jit(self._fun, compiler_options=options, **self._kwargs)
+    return self._jitted[low_precision]
 
   def __call__(self, *args, **kwargs):
     if _tracing():
       if self._nested is None:
         self._nested = jax.jit(self._fun, **self._kwargs)
       return self._nested(*args, **kwargs)
-    return self._get()(*args, **kwargs)
+    return self._get(self._low_precision(args, kwargs))(*args, **kwargs)
 
   def lower(self, *args, **kwargs):
-    return self._get().lower(*args, **kwargs)
+    return self._get(self._low_precision(args, kwargs)).lower(*args, **kwargs)
 
 
-def jit(fun: Optional[Callable] = None, **kwargs):
-  """`jax.jit` with gen_synth's CPU kernel choice; also a decorator (`@jit(static_argnames=...)`)."""
+def jit(fun: Optional[Callable] = None, *, compute_dtype: Any = None,
+        compute_dtype_of: Optional[str] = None, **kwargs):
+  """`jax.jit` with gen_synth's CPU kernel choice; also a decorator (`@jit(static_argnames=...)`).
+
+  compute_dtype: the dtype the program computes in (bfloat16 / float16 pick
+  LOW_PRECISION_YNN_FUSIONS on CPU); compute_dtype_of: or the name of a
+  static argument whose `.dtype` gives it in each call.
+  """
   if fun is None:
-    return lambda f: _Jit(f, kwargs)
-  return _Jit(fun, kwargs)
+    return lambda f: _Jit(f, kwargs, compute_dtype, compute_dtype_of)
+  return _Jit(fun, kwargs, compute_dtype, compute_dtype_of)

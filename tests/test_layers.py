@@ -71,3 +71,25 @@ def test_seed_latents_match_random_state():
   for row, seed in zip(z, [0, 5, 123]):
     np.testing.assert_array_equal(row, np.random.RandomState(seed).randn(1, 512)[0].astype(np.float32))
   assert sampling.parse_seeds("0-3,7") == [0, 1, 2, 3, 7]
+
+
+@pytest.mark.parametrize("columns", [24, 3])     # 3: the padded RGB path (>= 4096 rows)
+def test_matmul_last_accumulates_low_precision_in_float32(columns, monkeypatch):
+  x = jax.random.normal(jax.random.PRNGKey(0), (2, 4096, 64)).astype(jnp.bfloat16)
+  kernel = jax.random.normal(jax.random.PRNGKey(1), (64, columns)).astype(jnp.bfloat16)
+  exact = np.einsum("bni,io->bno", np.asarray(x, np.float64), np.asarray(kernel, np.float64))
+  # CPU: the product stays float32 (the passes after it run in float32), and it
+  # is the float32 sum of the bfloat16 operands (rounding ~1e-6 of its size,
+  # where a bfloat16 result would be off by ~4e-3).
+  y = jax.jit(layers.matmul_last)(x, kernel)
+  assert y.dtype == jnp.float32 and y.shape == (2, 4096, columns)
+  np.testing.assert_allclose(y, exact, rtol=0, atol=1e-5 * np.abs(exact).max())
+  # Other backends: the dot as before, in the operands' dtype.
+  monkeypatch.setattr(layers.jax, "default_backend", lambda: "gpu")
+  y = layers.matmul_last(x, kernel)
+  assert y.dtype == jnp.bfloat16
+  np.testing.assert_allclose(np.asarray(y, np.float64), exact, rtol=1e-2,
+                             atol=1e-2 * np.abs(exact).max())
+  # float32 operands are untouched.
+  y32 = layers.matmul_last(x.astype(jnp.float32), kernel.astype(jnp.float32))
+  assert y32.dtype == jnp.float32

@@ -220,3 +220,29 @@ def test_nan_stops_training_and_keeps_last_good_checkpoint(tmp_path):
   restored, step = checkpointing.restore_generator(workdir, generator)
   assert step == 2
   assert all(np.isfinite(np.asarray(x)).all() for x in jax.tree.leaves(restored))
+
+
+def test_bfloat16_compute_step_is_close_to_float32(tmp_path):
+  """`compute_dtype=bfloat16` (params, Adam and the losses stay float32): one
+  step of every phase from the same state, against float32's.
+
+  Measured (tiny CREPS, batch 16, one device, 2-core AMD EPYC): losses within
+  0.05 %, penalties within 2 %, G's gradient norms within 5 % (Gmain's 1 %),
+  D's within 10 % (its convolutions return bfloat16). Before G's dots
+  accumulated in float32 with float32 products (`layers.matmul_last`), Gmain's
+  gradient norm was 27 % below float32's (0.398 vs 0.546), which this fails.
+  """
+  config = tiny_config(tmp_path)
+  initial = _initial_state(config)
+  results = {}
+  for dtype in ("float32", "bfloat16"):
+    config.train.compute_dtype = dtype
+    _, history = _run_steps(config, 1, initial, 1)
+    results[dtype] = {k: float(v) for k, v in history[0].items()
+                      if not isinstance(v, dict) and np.ndim(v) == 0}
+  f32, bf16 = results["float32"], results["bfloat16"]
+  for key, rtol in (("g_loss", 0.01), ("d_loss", 0.01), ("pl_penalty", 0.1),
+                    ("r1_penalty", 0.1), ("g_grad_norm", 0.1), ("pl_grad_norm", 0.15),
+                    ("d_grad_norm", 0.2), ("r1_grad_norm", 0.1)):
+    assert np.isfinite(bf16[key]) and bf16[key] != f32[key], (key, bf16[key])
+    assert abs(bf16[key] - f32[key]) <= rtol * abs(f32[key]), (key, f32[key], bf16[key])

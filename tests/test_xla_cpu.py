@@ -1,5 +1,7 @@
 """gen_synth.xla_cpu: the XLA:CPU kernel choice is made per executable, on CPU only."""
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -45,7 +47,8 @@ def test_options_on_cpu_only_and_user_flags_win(monkeypatch):
 def test_jit_hands_its_options_to_the_compiler(monkeypatch):
   # An option value no jaxlib accepts: compiling must fail if (and only if) it is passed.
   monkeypatch.setattr(xla_cpu, "compiler_options",
-                      lambda backend=None: {xla_cpu.OPTION: "LIBRARY_FUSION_TYPE_NONSENSE"})
+                      lambda backend=None, compute_dtype=None:
+                      {xla_cpu.OPTION: "LIBRARY_FUSION_TYPE_NONSENSE"})
   with pytest.raises(Exception, match="NONSENSE"):
     xla_cpu.jit(lambda x: x * 2).lower(jnp.ones(3)).compile()
 
@@ -98,3 +101,43 @@ def test_jit_inside_another_trace(trace_test, monkeypatch):
   assert shape.shape == (2, 3)
   np.testing.assert_allclose(jax.jit(lambda x: double(x) + 1)(jnp.ones(3)), np.full(3, 3.0))
   np.testing.assert_allclose(double(jnp.ones(3)), np.full(3, 2.0))
+
+
+def test_low_precision_compute_keeps_ynnpack_for_dots(monkeypatch):
+  monkeypatch.delenv("XLA_FLAGS", raising=False)
+  assert [xla_cpu.is_low_precision(d) for d in
+          (jnp.bfloat16, "bfloat16", jnp.float16, jnp.float32, "float64", jnp.int8, None)] == [
+              True, True, True, False, False, False, False]
+  low = {xla_cpu.OPTION: xla_cpu.LOW_PRECISION_YNN_FUSIONS,
+         xla_cpu.OPT_LEVEL_OPTION: xla_cpu.OPT_LEVEL}
+  assert xla_cpu.compiler_options("cpu", compute_dtype="bfloat16") == low
+  assert xla_cpu.compiler_options("cpu", compute_dtype=jnp.float32) == xla_cpu.compiler_options("cpu")
+  assert xla_cpu.compiler_options("gpu", compute_dtype=jnp.bfloat16) is None
+  monkeypatch.setenv("XLA_FLAGS", f"--{xla_cpu.OPTION}=+reduce")     # the user's choice wins
+  assert xla_cpu.compiler_options("cpu", compute_dtype=jnp.bfloat16) == {
+      xla_cpu.OPT_LEVEL_OPTION: xla_cpu.OPT_LEVEL}
+
+
+@dataclasses.dataclass(frozen=True)
+class _Model:
+  dtype: object
+
+
+def test_jit_picks_options_by_a_static_arguments_dtype():
+  @xla_cpu.jit(static_argnames=("model",), compute_dtype_of="model")
+  def f(model, a):
+    a = a.astype(model.dtype)
+    return jnp.dot(a, a, preferred_element_type=jnp.float32)
+
+  a = jax.random.normal(jax.random.PRNGKey(0), (64, 64))
+  for model, ynn_dot in ((_Model(jnp.bfloat16), True), (_Model(jnp.float32), False)):
+    np.testing.assert_allclose(f(model, a), jax.jit(f.__wrapped__, static_argnums=0)(model, a),
+                               rtol=1e-5, atol=1e-4)
+    if jax.default_backend() == "cpu":
+      text = f.lower(model, a).compile().as_text()
+      assert any(" dot(" in body for body in _ynn_fusions(text)) == ynn_dot, model
+  fixed = xla_cpu.jit(lambda a: jnp.dot(a, a, preferred_element_type=jnp.float32),
+                      compute_dtype=jnp.bfloat16)
+  if jax.default_backend() == "cpu":
+    text = fixed.lower(a.astype(jnp.bfloat16)).compile().as_text()
+    assert any(" dot(" in body for body in _ynn_fusions(text))

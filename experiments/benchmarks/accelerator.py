@@ -6,7 +6,8 @@ The measurements issue 12 asks of one GPU (or TPU chip), each case in its own
 process, in this order:
 
   1. the device's GEMM peak, float32 (XLA's default precision: TF32 on NVIDIA
-     GPUs) and bfloat16, on an 8192^2 matmul (2048^2 on CPU);
+     GPUs) and bfloat16, on an 8192^2 matmul (2048^2 on CPU, bfloat16 with
+     float32 accumulation);
   2. training, every --train model and --train_dtypes dtype: the first of
      --train_batches (per device, largest first) whose five phases compile and
      run (XLA's RESOURCE_EXHAUSTED moves to the next), then --train_steps
@@ -125,7 +126,7 @@ def gemm_worker():
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
   if jax.default_backend() == "cpu":
     return {"impl": "gemm_peak", "gflops": harness.gemm_peak_gflops(),
-            "gflops_bfloat16": None, **_device_facts()}
+            "gflops_bfloat16": harness.gemm_peak_gflops(dtype="bfloat16"), **_device_facts()}
   n, out = 8192, {}
   for dtype in (jnp.float32, jnp.bfloat16):
     a = jax.random.normal(jax.random.PRNGKey(0), (n, n), dtype)

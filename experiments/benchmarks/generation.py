@@ -5,7 +5,7 @@ r"""Generation speed and memory: gen_synth against the official code, side by si
       --official_python=PATH/TO/torch/python [--xla_default_kernels] [--compare_host_memory] \
       [--dtypes=float32,bfloat16]
 
-Each case runs in its own process, in this order: the f32 GEMM peak (XLA);
+Each case runs in its own process, in this order: the GEMM peak (XLA; per --dtypes);
 per model and batch: gen_synth (each --dtypes entry, and with glibc's default
 malloc after each where --compare_host_memory; gen_synth/host_memory.py), gen_synth with jaxlib's
 default XLA:CPU kernels (--xla_default_kernels; gen_synth/xla_cpu.py), the
@@ -18,7 +18,8 @@ Official: its generator built as its train.py builds it, fp32, `no_grad`
 of --reps timed calls after one warm-up call, and the peak RSS of their
 process. FLOPs per image are XLA's cost analysis of gen_synth's generator
 (the same model; `gen_synth.cost.one_pass`), so "% peak" = FLOPs / s / (GEMM peak
-of this run).
+of this run, of the row's dtype: a bfloat16 row against XLA's bfloat16 GEMM with
+float32 accumulation, the official code's float32 against the float32 peak).
 Prints one JSON line per case and a markdown table; --out appends the JSON.
 """
 
@@ -63,17 +64,21 @@ def gen_synth_worker(config, model_name, batch, dtype_name, reps):
   timed = harness.time_generator(config, batch, dtype_name, reps)
   startup = timed.pop("ready_at") - t_start
   return {"impl": "gen_synth", "model": model_name, **timed, "startup_s": startup,
-          "xla_cpu_options": xla_cpu.compiler_options(), "peak_rss_mib": harness.peak_rss_mib()}
+          "xla_cpu_options": xla_cpu.compiler_options(compute_dtype=dtype_name),
+          "peak_rss_mib": harness.peak_rss_mib()}
 
 
 def table(results):
-  peak = harness.mean_gemm_peak(results)
+  dtypes = sorted({r["dtype"] for r in results if r["impl"] == "gen_synth"} | {"float32"})
+  peak = {d: harness.mean_gemm_peak(results, d) for d in dtypes}
   ours = [r for r in results if r["impl"] == "gen_synth" and not r.get("xla_default_kernels")
           and r.get("host_memory") != "system"]
   find = lambda impl, r, **kw: next(
       (o for o in results if o["impl"] == impl and o["model"] == r["model"]
        and o["batch"] == r["batch"] and all(o.get(k) == v for k, v in kw.items())), None)
-  pct = lambda r, s: f"{100 * r['gflop_per_img'] / s / peak:.0f} %"
+  # Each against the GEMM peak of its own dtype (the official code runs in float32).
+  pct = lambda r, s, dtype: (f"{100 * r['gflop_per_img'] / s / peak[dtype]:.0f} %"
+                             if peak[dtype] else "-")
   num = lambda r, key, fmt: "-" if r is None else format(r[key], fmt)
   rows = ["| model | batch | dtype | official s/img | gen_synth s/img | speed-up "
           "| official % peak | gen_synth % peak | gen_synth, XLA's default kernels s/img "
@@ -87,12 +92,14 @@ def table(results):
     rows.append(
         f"| {r['model']}-{r['res']} | {r['batch']} | {r['dtype']} "
         f"| {num(o, 's_per_img', '.3f')} | {r['s_per_img']:.3f} | {speedup} "
-        f"| {'-' if o is None else pct(r, o['s_per_img'])} | {pct(r, r['s_per_img'])} "
+        f"| {'-' if o is None else pct(r, o['s_per_img'], 'float32')} "
+        f"| {pct(r, r['s_per_img'], r['dtype'])} "
         f"| {num(x, 's_per_img', '.3f')} | {num(m, 's_per_img', '.3f')} "
         f"| {num(o, 'peak_rss_mib', '.0f')} / {r['peak_rss_mib']:.0f} |")
   flops = {f"{r['model']}-{r['res']}": round(r["gflop_per_img"], 1) for r in ours}
-  rows.append(f"\nXLA f32 GEMM peak in this run: {peak:.0f} GFLOP/s. GFLOP per image "
-              f"(XLA cost analysis): {flops}.")
+  peaks = ", ".join(f"{d} {p:.0f}" for d, p in peak.items() if p)
+  rows.append(f"\nXLA GEMM peak in this run (GFLOP/s; bfloat16: float32 accumulation): "
+              f"{peaks}. GFLOP per image (XLA cost analysis): {flops}.")
   return "\n".join(rows)
 
 
@@ -100,14 +107,16 @@ def main(argv):
   del argv
   if _WORKER.value:
     kept = harness.start_worker()
-    result = ({"impl": "gemm_peak", "gflops": harness.gemm_peak_gflops()}
+    result = ({"impl": "gemm_peak", "gflops": harness.gemm_peak_gflops(),
+               **{f"gflops_{d}": harness.gemm_peak_gflops(dtype=d)
+                  for d in _DTYPES.value if d != "float32"}}
               if _WORKER.value == "gemm" else
               gen_synth_worker(_CONFIG.value, _MODEL.value, _BATCH.value, _DTYPE.value,
                                _REPS.value))
     print(json.dumps(dict(result, host_memory_kept=kept)))
     return
   me = [sys.executable, os.path.abspath(__file__), f"--res={_RES.value}", f"--reps={_REPS.value}",
-        f"--host_memory={harness.HOST_MEMORY.value}"]
+        f"--host_memory={harness.HOST_MEMORY.value}", f"--dtypes={','.join(_DTYPES.value)}"]
   official_worker = os.path.join(os.path.dirname(os.path.abspath(__file__)),
                                  "official_generation_worker.py")
   official = {"creps": _OFFICIAL_CREPS.value, "pixelfolder": _OFFICIAL_PF.value,

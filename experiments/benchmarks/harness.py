@@ -47,16 +47,19 @@ def start_worker() -> bool:
   return host_memory.configure(HOST_MEMORY.value)
 
 
-def gemm_peak_gflops(n: int = 2048, reps: int = 7) -> float:
-  """XLA's f32 GEMM rate on an n x n matmul (GFLOP/s): the best of `reps` calls,
-  with jaxlib's default kernels and with gen_synth's (gen_synth/xla_cpu.py),
-  whichever is faster."""
+def gemm_peak_gflops(n: int = 2048, reps: int = 7, dtype: str = "float32") -> float:
+  """XLA's GEMM rate on an n x n matmul (GFLOP/s): the best of `reps` calls,
+  with jaxlib's default kernels and with gen_synth's for that compute dtype
+  (gen_synth/xla_cpu.py), whichever is faster. bfloat16 operands are
+  multiplied with float32 accumulation, as gen_synth's layers multiply them
+  (`layers.matmul_last`)."""
   import jax  # pylint: disable=g-import-not-at-top
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
   from gen_synth import xla_cpu  # pylint: disable=g-import-not-at-top
-  a = jax.random.normal(jax.random.PRNGKey(0), (n, n), jnp.float32)
+  a = jax.random.normal(jax.random.PRNGKey(0), (n, n), jnp.float32).astype(dtype)
+  matmul = lambda a: jnp.dot(a, a, preferred_element_type=jnp.float32)
   best = float("inf")
-  for f in (jax.jit(lambda a: a @ a), xla_cpu.jit(lambda a: a @ a)):
+  for f in (jax.jit(matmul), xla_cpu.jit(matmul, compute_dtype=dtype)):
     jax.block_until_ready(f(a))
     for _ in range(reps):
       t = time.perf_counter()
@@ -91,8 +94,8 @@ def time_generator(config, batch: int, dtype_name: str, reps: int) -> dict:
   variables = sampling.init_variables(model)
   z = jax.random.normal(jax.random.PRNGKey(1), (batch, model.z_dim), jnp.float32)
   t = time.perf_counter()
-  compiled = xla_cpu.jit(lambda v, z: model.apply(v, z, height=res, width=res)).lower(
-      variables, z).compile()
+  compiled = xla_cpu.jit(lambda v, z: model.apply(v, z, height=res, width=res),
+                         compute_dtype=model.dtype).lower(variables, z).compile()
   compile_s = time.perf_counter() - t
   jax.block_until_ready(compiled(variables, z))
   ready_at = time.perf_counter()
@@ -193,9 +196,11 @@ class Usage:
             "user_s": r.ru_utime - self._r.ru_utime}
 
 
-def mean_gemm_peak(results: List[dict]) -> float:
-  """Mean of the GEMM-peak cases among `results` (GFLOP/s)."""
-  peaks = [r["gflops"] for r in results if r["impl"] == "gemm_peak"]
+def mean_gemm_peak(results: List[dict], dtype: str = "float32") -> float:
+  """Mean of the GEMM-peak cases among `results` (GFLOP/s) for `dtype`
+  ('float32': their 'gflops'; otherwise their 'gflops_<dtype>', where measured)."""
+  key = "gflops" if dtype == "float32" else f"gflops_{dtype}"
+  peaks = [r[key] for r in results if r["impl"] == "gemm_peak" and r.get(key)]
   return sum(peaks) / max(len(peaks), 1)
 
 
