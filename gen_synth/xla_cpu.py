@@ -40,11 +40,11 @@ convert to float32 first. An executable that computes in such a dtype
 whose `.dtype` says it, e.g. the model) is compiled with YNNPACK kept for
 dots too (LOW_PRECISION_YNN_FUSIONS); float32 executables keep XLA's kernels.
 On the 2-core AMD EPYC of this project (its /proc/cpuinfo lists avx512f and
-avx512_bf16), a 4096^2
-matmul: bfloat16 operands to float32 367 GFLOP/s with YNNPACK, 211 with
-XLA's kernels (float32: 209). CREPS-256's line features in bfloat16 ran at
-310 GFLOP/s with YNNPACK's dots against 178 with XLA's (`layers.matmul_last`
-accumulates such dots in float32).
+avx512_bf16), a 4096^2 matmul of bfloat16 operands with float32 accumulation
+ran at 367 GFLOP/s with YNNPACK, 211 with XLA's kernels (float32: 209), and
+CREPS-256's line features in bfloat16 at 310 GFLOP/s with YNNPACK's dots
+against 178 with XLA's (`layers.matmul_last` accumulates such dots in
+float32). Only bfloat16 was measured; float16 takes the same options.
 
 The choice is made per executable (`jax.jit(..., compiler_options=...)`),
 never through process-wide flags, and only on the CPU backend: GPUs and TPUs

@@ -104,6 +104,7 @@ def test_jit_inside_another_trace(trace_test, monkeypatch):
 
 
 def test_low_precision_compute_keeps_ynnpack_for_dots(monkeypatch):
+  jax.devices()     # the backend starts under conftest's XLA_FLAGS (see the first test)
   monkeypatch.delenv("XLA_FLAGS", raising=False)
   assert [xla_cpu.is_low_precision(d) for d in
           (jnp.bfloat16, "bfloat16", jnp.float16, jnp.float32, "float64", jnp.int8, None)] == [
