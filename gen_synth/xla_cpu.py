@@ -143,17 +143,19 @@ class _Jit:
                compute_dtype_of: Optional[str] = None):
     functools.update_wrapper(self, fun)
     self._fun, self._kwargs, self._jitted, self._nested = fun, kwargs, {}, None
-    self._compute_dtype, self._dtype_of = compute_dtype, compute_dtype_of
+    self._fixed_low_precision = is_low_precision(compute_dtype)   # decided once
+    self._dtype_of = compute_dtype_of
     self._signature = inspect.signature(fun) if compute_dtype_of else None
 
   def _low_precision(self, args, kwargs) -> bool:
     if self._dtype_of is None:
-      return is_low_precision(self._compute_dtype)
+      return self._fixed_low_precision
     bound = self._signature.bind_partial(*args, **kwargs).arguments
     return is_low_precision(getattr(bound.get(self._dtype_of), "dtype", None))
 
   def _get(self, low_precision: bool):
     if low_precision not in self._jitted:
+      # bfloat16 stands for any low-precision dtype: they share one set of options.
       options = compiler_options(compute_dtype=jnp.bfloat16 if low_precision else None)
       self._jitted[low_precision] = jax.jit(self._fun, compiler_options=options, **self._kwargs)
     return self._jitted[low_precision]
