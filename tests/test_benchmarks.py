@@ -156,3 +156,28 @@ def test_usage_counts_the_memory_a_process_touches_first():
   assert r["sum"] == 1 << 24
   assert r["minor_faults"] > 0
   assert r["s"] > 0 and r["system_s"] >= 0 and r["user_s"] >= 0
+
+
+def test_profile_phases_reports_kinds_and_flops():
+  """experiments/benchmarks/profile_phases.py on the tiny config: a profile per
+  case, its dots and convolutions found, and for Dmain (nothing recomputed) the
+  FLOPs read from the HLO within 10 % of XLA's cost analysis of the phase.
+  One CPU device, as a user runs it (conftest's 8 virtual devices removed)."""
+  flags = " ".join(f for f in os.environ.get("XLA_FLAGS", "").split()
+                   if not f.startswith("--xla_force_host_platform_device_count"))
+  out = subprocess.run(
+      [sys.executable, str(BENCH / "profile_phases.py"), "--batch_size=2",
+       "--phases=Gmain,Dmain", "--generation_batches=2", "--top=3",
+       f"--config={REPO_ROOT / 'configs' / 'creps_ffhq.py'}:tiny"],
+      capture_output=True, text=True, check=True, timeout=900,
+      env=dict(os.environ, XLA_FLAGS=flags))
+  lines = [json.loads(l) for l in out.stdout.splitlines() if l.startswith("{")]
+  cases = {l["case"].split(",")[0]: l for l in lines if l.get("impl") == "profile"}
+  assert sorted(cases) == ["Dmain", "Gmain", "generation"], sorted(cases)
+  for case in cases.values():
+    assert case["wall_s"] > 0 and case["plain_s"] > 0 and case["model_gflop"] > 0, case
+    assert case["kinds"]["dot+convolution"]["gflop"] > 0 and case["top"], case
+  d = cases["Dmain"]
+  assert abs(d["executed_gflop"] - d["model_gflop"]) <= 0.1 * d["model_gflop"], d
+  assert len([l for l in lines if l.get("impl") == "gemm_peak"]) == 2
+  assert out.stdout.count("| dot+convolution |") == 3
