@@ -318,8 +318,8 @@ def profile(compiled, *args, trace_dir: Optional[str] = None):
 
 
 def kind_table(prof: Profile, peak_gflops: float) -> str:
-  """A markdown table of `prof.by_kind()`: seconds, share of the op time,
-  GFLOP executed and GFLOP/s as a fraction of `peak_gflops`."""
+  """A markdown table of `prof.by_kind()`: seconds, share of the call's wall
+  time, GFLOP executed and GFLOP/s as a fraction of `peak_gflops`."""
   total = prof.wall_s
   rows = ["| kind | s | share of the call | GFLOP | GFLOP/s | % peak |", "|---" * 6 + "|"]
   for kind, r in sorted(prof.by_kind().items(), key=lambda kv: -kv[1]["s"]):

@@ -80,14 +80,12 @@ def best_time(fn, *args, reps: int):
   return best, out
 
 
-def time_generator(config, batch: int, dtype_name: str, reps: int) -> dict:
+def compiled_generator(config, batch: int, dtype_name: str):
   """The randomly initialised generator of `config`, jitted at its training size
-  (no noise), timed: {'res', 'batch', 'dtype', 's_per_img' (median of `reps`
-  calls after a warm-up), 's_all', 'gflop_per_img' (XLA's cost analysis of
-  `cost.one_pass`), 'compile_s', 'ready_at' (perf_counter after the warm-up)}."""
+  (no noise) and compiled: (compiled, (variables, z), FLOPs by XLA's cost
+  analysis of `cost.one_pass`, compile seconds)."""
   import jax  # pylint: disable=g-import-not-at-top
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
-  import numpy as np  # pylint: disable=g-import-not-at-top
   from gen_synth import cost, sampling, xla_cpu  # pylint: disable=g-import-not-at-top
   res = config.model.resolution
   model = sampling.deterministic(sampling.build_model(config, dtype=dtype_name))
@@ -97,17 +95,28 @@ def time_generator(config, batch: int, dtype_name: str, reps: int) -> dict:
   compiled = xla_cpu.jit(lambda v, z: model.apply(v, z, height=res, width=res),
                          compute_dtype=model.dtype).lower(variables, z).compile()
   compile_s = time.perf_counter() - t
-  jax.block_until_ready(compiled(variables, z))
+  counted = cost.one_pass(model)
+  flops = cost.xla_flops(
+      jax.jit(lambda v, z: counted.apply(v, z, height=res, width=res)).lower(variables, z))
+  return compiled, (variables, z), flops, compile_s
+
+
+def time_generator(config, batch: int, dtype_name: str, reps: int) -> dict:
+  """`compiled_generator`, timed: {'res', 'batch', 'dtype', 's_per_img' (median
+  of `reps` calls after a warm-up), 's_all', 'gflop_per_img' (XLA's cost
+  analysis of `cost.one_pass`), 'compile_s', 'ready_at' (perf_counter after
+  the warm-up)}."""
+  import jax  # pylint: disable=g-import-not-at-top
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  compiled, args, flops, compile_s = compiled_generator(config, batch, dtype_name)
+  jax.block_until_ready(compiled(*args))
   ready_at = time.perf_counter()
   times = []
   for _ in range(reps):
     t = time.perf_counter()
-    jax.block_until_ready(compiled(variables, z))
+    jax.block_until_ready(compiled(*args))
     times.append(time.perf_counter() - t)
-  counted = cost.one_pass(model)
-  flops = cost.xla_flops(
-      jax.jit(lambda v, z: counted.apply(v, z, height=res, width=res)).lower(variables, z))
-  return {"res": res, "batch": batch, "dtype": dtype_name,
+  return {"res": config.model.resolution, "batch": batch, "dtype": dtype_name,
           "s_per_img": float(np.median(times)) / batch, "s_all": times,
           "gflop_per_img": flops / batch / 1e9, "compile_s": compile_s, "ready_at": ready_at}
 
@@ -136,6 +145,17 @@ def training_setup(config, mesh):
           jax.random.uniform(jax.random.PRNGKey(1), (batch, res, res, 3), minval=-1, maxval=1),
           sharding_lib.batch_sharding(mesh)),
       key=jax.random.PRNGKey(2))
+
+
+def phase_flops(config, setup, mesh):
+  """name -> FLOPs of that training phase of `setup` (`training_setup`): XLA's
+  cost analysis of the phase with `cost.one_pass(generator)`, lowered only."""
+  from gen_synth import compiled_steps, cost  # pylint: disable=g-import-not-at-top
+  counted = compiled_steps.CompiledSteps(config, cost.one_pass(setup.generator),
+                                         setup.discriminator, setup.g_tx, setup.d_tx, mesh,
+                                         setup.shardings)
+  return lambda name, state, images, key: cost.xla_flops(
+      counted.phase(name).lower(state, images, key))
 
 
 def run_case(cmd: List[str], env: Optional[Dict[str, str]] = None,

@@ -89,8 +89,7 @@ def main(argv):
   del argv
   harness.start_worker()
   import jax  # pylint: disable=g-import-not-at-top
-  from gen_synth import cost, op_profile, train_steps, xla_cpu  # pylint: disable=g-import-not-at-top
-  from gen_synth import compiled_steps, sampling  # pylint: disable=g-import-not-at-top
+  from gen_synth import op_profile, train_steps  # pylint: disable=g-import-not-at-top
   from gen_synth import sharding as sharding_lib  # pylint: disable=g-import-not-at-top
   config = _CONFIG.value
   config.train.batch_size = _BATCH.value
@@ -118,9 +117,7 @@ def main(argv):
     mesh = sharding_lib.make_mesh()
     setup = harness.training_setup(config, mesh)
     state, images, key = setup.state, setup.images, setup.key
-    counted = compiled_steps.CompiledSteps(config, cost.one_pass(setup.generator),
-                                           setup.discriminator, setup.g_tx, setup.d_tx, mesh,
-                                           setup.shardings)
+    flops_of = harness.phase_flops(config, setup, mesh)
     for phase in train_steps.PHASES:
       name = PHASE_NAMES[phase]
       compiled = setup.steps.phase(phase).lower(state, images, key).compile()
@@ -128,22 +125,14 @@ def main(argv):
         state, _ = compiled(state, images, key)
         jax.block_until_ready(state)
         continue
-      flops = cost.xla_flops(counted.phase(phase).lower(state, images, key))
+      flops = flops_of(phase, state, images, key)
       (state, images, key) = run_case(
           f"{name}, res {config.model.resolution}, batch {_BATCH.value}", compiled,
           (state, images, key), flops, lambda args, out: (out[0],) + tuple(args[1:]))
     del state, setup
   for batch in map(int, _GEN_BATCHES.value):
-    res = config.model.resolution
-    model = sampling.deterministic(sampling.build_model(config))
-    variables = sampling.init_variables(model)
-    z = jax.random.normal(jax.random.PRNGKey(1), (batch, model.z_dim))
-    compiled = xla_cpu.jit(lambda v, z, m=model: m.apply(v, z, height=res, width=res),
-                           compute_dtype=model.dtype).lower(variables, z).compile()
-    counted = cost.one_pass(model)
-    flops = cost.xla_flops(jax.jit(lambda v, z, m=counted: m.apply(
-        v, z, height=res, width=res)).lower(variables, z))
-    run_case(f"generation, res {res}, batch {batch}", compiled, (variables, z), flops,
+    compiled, args, flops, _ = harness.compiled_generator(config, batch, "float32")
+    run_case(f"generation, res {config.model.resolution}, batch {batch}", compiled, args, flops,
              lambda args, out: args)
   peaks.append(harness.gemm_peak_gflops())
   runs.add({"impl": "gemm_peak", "gflops": peaks[1]})

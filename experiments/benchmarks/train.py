@@ -72,7 +72,6 @@ def gen_synth_worker(config):
   import jax  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
   from gen_synth import sharding as sharding_lib  # pylint: disable=g-import-not-at-top
-  from gen_synth import compiled_steps, cost  # pylint: disable=g-import-not-at-top
   from gen_synth import train_steps, xla_cpu  # pylint: disable=g-import-not-at-top
   if _CACHE_DIR.value:
     from gen_synth import compilation_cache  # pylint: disable=g-import-not-at-top
@@ -104,11 +103,9 @@ def gen_synth_worker(config):
       state, metrics = compiled[name](state, images, key)
       jax.block_until_ready((state, metrics))
       times[name].append(time.perf_counter() - t)
-  counted = compiled_steps.CompiledSteps(config, cost.one_pass(setup.generator),
-                                         setup.discriminator, setup.g_tx, setup.d_tx, mesh,
-                                         setup.shardings)
+  flops_of = harness.phase_flops(config, setup, mesh)
   for name in train_steps.PHASES:
-    flops[name] = cost.xla_flops(counted.phase(name).lower(state, images, key))
+    flops[name] = flops_of(name, state, images, key)
   return {"impl": "gen_synth", "res": res, "batch": batch,
           "conv_impl": config.discriminator.get("conv_impl", "auto"),
           "s": {OFFICIAL_PHASE[k]: float(np.median(v)) for k, v in times.items()},
